@@ -1,0 +1,143 @@
+"""One searched cell (paper §2.1, Fig. 1): 2 inputs + 4 intermediate nodes, 14 edges.
+
+The same class serves the supernet (every edge holds all candidate ops, mixed by per-forward weights) and
+the derived network (every edge holds its one chosen op; `zero` edges are not built at all).
+"""
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .genotype import CELL_TYPES, EDGE_ENDPOINTS, EDGES, NUM_INPUTS, NUM_NODES, incoming_edges
+from .ops import OPS, Downsample, Stride, activation, as_stride, instance_norm, build_op
+
+
+class Project(nn.Sequential):
+    """LeakyReLU -> 1x1x1 conv -> InstanceNorm: brings an input to the cell width."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(activation(), nn.Conv3d(in_channels, out_channels, 1, bias=False), instance_norm(out_channels))
+
+
+class Upsample(nn.Sequential):
+    """LeakyReLU -> transposed conv with kernel = stride -> InstanceNorm: a learned upsampling by `stride`.
+
+    Like nnU-Net's decoder (transposed conv, kernel = stride): exact size * stride, anisotropic strides included.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Stride):
+        super().__init__(
+            activation(),
+            nn.ConvTranspose3d(in_channels, out_channels, stride, stride=stride, bias=False),
+            instance_norm(out_channels),
+        )
+
+
+def _preprocess(cell_type: str, source: int, in_channels: int, channels: int, stride: Stride) -> nn.Module:
+    """Bring input `source` (0: two cells back, 1: previous cell) to the cell's width and input resolution.
+
+    reduction: both inputs are at the cell's input resolution; its ops stride.
+    encoder_normal: input 0 is one level finer (the cell before the reduction): downsample it.
+    expansion: both inputs are one level coarser: upsample both ("pre-upsampling", paper §3).
+    decoder_normal: input 0 is one level coarser (the cell before the expansion): upsample it.
+    """
+    if cell_type == "expansion" or (cell_type == "decoder_normal" and source == 0):
+        return Upsample(in_channels, channels, stride)
+    if cell_type == "encoder_normal" and source == 0:
+        return Downsample(in_channels, channels, stride)
+    return Project(in_channels, channels)
+
+
+class Cell(nn.Module):
+    """A DAG cell: node j = sum over earlier states i of op_(j<-i)(state i); output = 1x1x1 projection of
+    the channel concat of the 4 nodes (paper §2.1).
+
+    Args:
+        cell_type: one of `CELL_TYPES`.
+        candidates: edge name ("j<-i") -> op names built on that edge: all of `OPS` in the supernet, the one
+            chosen op in a derived network. `zero` is never built (it contributes nothing); an edge that is
+            absent or has only `zero` is not built at all.
+        in_channels: channels of the two inputs (two cells back, previous cell).
+        channels: width of the nodes and of the output.
+        stride: the resolution step of this cell (3-tuple, may be anisotropic). reduction: stride of the ops
+            reading the two inputs; expansion: upsampling factor of both inputs; encoder_normal: downsampling
+            of input 0; decoder_normal: upsampling of input 0.
+
+    Shapes: `forward(s0, s1, weights)` with s0 `[N, in_channels[0], ...]` and s1 `[N, in_channels[1], ...]` at
+    their own resolutions, `weights` `[14, 8]` (rows `EDGES`, columns `OPS`) or None for a cell with one op
+    per edge; returns `[N, channels, ...]` at the cell's output resolution.
+    """
+
+    def __init__(self, cell_type: str, candidates: Mapping[str, Sequence[str]], in_channels: tuple[int, int],
+                 channels: int, stride: Stride):
+        super().__init__()
+        if cell_type not in CELL_TYPES:
+            raise ValueError(f"unknown cell type {cell_type!r}; valid: {', '.join(CELL_TYPES)}")
+        unknown = set(candidates) - set(EDGES)
+        if unknown:
+            raise ValueError(f"unknown edge(s) {sorted(unknown)}; valid edges: {', '.join(EDGES)}")
+        self.cell_type = cell_type
+        self.channels = channels
+        self.stride = as_stride(stride)
+
+        self.edges = nn.ModuleDict()
+        read = set()  # the states some op reads
+        for edge, (source, _) in zip(EDGES, EDGE_ENDPOINTS):
+            ops = [name for name in candidates.get(edge, ()) if name != "zero"]
+            if ops:
+                op_stride = self.stride if cell_type == "reduction" and source < NUM_INPUTS else (1, 1, 1)
+                self.edges[edge] = nn.ModuleDict({name: build_op(name, channels, op_stride) for name in ops})
+                read.add(source)
+        self.one_op_per_edge = all(len(ops) == 1 for ops in self.edges.values())
+
+        # only inputs that some op reads get a preprocessing (a derived cell may ignore one of its inputs)
+        self.preprocess = nn.ModuleDict({
+            str(source): _preprocess(cell_type, source, in_channels[source], channels, self.stride)
+            for source in range(NUM_INPUTS) if source in read})
+        self.project = nn.Sequential(nn.Conv3d(NUM_NODES * channels, channels, 1, bias=False), instance_norm(channels))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is None and not self.one_op_per_edge:
+            raise ValueError("this cell holds several ops per edge (a supernet cell): pass their weights")
+        if weights is not None and tuple(weights.shape) != (len(EDGES), len(OPS)):
+            raise ValueError(f"weights must have shape ({len(EDGES)}, {len(OPS)}), got {tuple(weights.shape)}")
+        # one host sync per cell: which (edge, op) to run is decided on the CPU
+        active = None if weights is None else (weights.detach() != 0).cpu().tolist()
+
+        inputs = (s0, s1)
+        states: dict[int, torch.Tensor] = {}
+
+        def state(i: int) -> torch.Tensor:
+            if i not in states:  # inputs are preprocessed on first use only
+                states[i] = self.preprocess[str(i)](inputs[i])
+            return states[i]
+
+        for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
+            terms = []
+            for k in incoming_edges(node):
+                if EDGES[k] not in self.edges:
+                    continue
+                source = EDGE_ENDPOINTS[k][0]
+                for name, op in self.edges[EDGES[k]].items():
+                    if weights is None:
+                        terms.append(op(state(source)))
+                    elif active[k][OPS.index(name)]:  # ops with weight 0 are not computed at all
+                        terms.append(weights[k, OPS.index(name)] * op(state(source)))
+            states[node] = _sum(terms) if terms else self._zeros(s1)
+        return self.project(torch.cat([states[node] for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES)], 1))
+
+    def _zeros(self, s1: torch.Tensor) -> torch.Tensor:
+        # a node all of whose edges drew `zero` (possible in the supernet's argmax mode)
+        spatial = s1.shape[2:]
+        if self.cell_type == "reduction":
+            spatial = [n // s for n, s in zip(spatial, self.stride)]
+        elif self.cell_type == "expansion":
+            spatial = [n * s for n, s in zip(spatial, self.stride)]
+        return s1.new_zeros(s1.shape[0], self.channels, *spatial)
+
+
+def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total

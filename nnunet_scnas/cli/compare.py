@@ -1,0 +1,33 @@
+NAME = "compare"
+HELP = ("compare trained configurations (default: stock nnU-Net 3d_fullres vs SCNAS 3d_fullres_scnas) from "
+        "nnU-Net's per-fold validation/summary.json: Dice table, paired test, FLOPs, time; .md, .csv and .png")
+
+
+def add_arguments(parser):
+    parser.add_argument("-d", dest="dataset", metavar="DATASET", required=True, help="dataset: id or DatasetXXX_Name")
+    parser.add_argument("--method", dest="methods", action="append", metavar="NAME=TRAINER:CONFIGURATION[:PLANS]",
+                        help="a method to compare; repeat it; the first is the baseline of the paired tests; PLANS "
+                             "defaults to nnUNetPlans (default: nnU-Net=nnUNetTrainer:3d_fullres "
+                             "SCNAS=nnUNetTrainer:3d_fullres_scnas)")
+    parser.add_argument("-f", dest="folds", metavar="FOLD", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="folds to compare (default: 0 1 2 3 4)")
+    parser.add_argument("-o", dest="output_dir", metavar="OUTPUT_DIR",
+                        help="where to write comparison.md/.csv/.png (default: $nnUNet_results/DATASET/scnas_compare)")
+
+
+def run(args) -> int:
+    # imported here so that `nnunet-scnas --help` does not load nnU-Net and torch
+    from nnunet_scnas.nnunet.compare import DEFAULT_METHODS, compare
+    from nnunet_scnas.nnunet.compare_report import dice_table, missing_folds_text
+    from nnunet_scnas.nnunet.trained_results import Method
+
+    methods = [Method.parse(spec) for spec in args.methods] if args.methods else DEFAULT_METHODS
+    comparison = compare(args.dataset, methods, args.folds, args.output_dir)
+    print(f"{comparison.dataset}: Dice (%), mean ± std over folds\n")
+    print(dice_table(comparison))
+    if comparison.partial:
+        print(f"\nPARTIAL COMPARISON: {missing_folds_text(comparison)}")
+    print()
+    for kind, path in comparison.files.items():
+        print(f"{kind:9s}{path}")
+    return 0

@@ -1,0 +1,49 @@
+import argparse
+
+NAME = "export-plans"
+HELP = ("add a configuration whose network is a genotype's derived network to a dataset's nnU-Net plans, "
+        "so that stock nnUNetv2_train / nnUNetv2_predict use it")
+
+
+def width_argument(value: str):
+    """`auto` or a positive integer (argparse turns the error into one line and exit code 2)."""
+    if value == "auto":
+        return value
+    try:
+        width = int(value)
+    except ValueError:
+        width = 0
+    if width < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {value!r}")
+    return width
+
+
+def add_arguments(parser):
+    parser.add_argument("-d", dest="dataset", metavar="DATASET", required=True,
+                        help="target dataset: id or DatasetXXX_Name")
+    parser.add_argument("-g", dest="genotype", metavar="GENOTYPE_JSON", required=True,
+                        help="genotype JSON: a search fold's genotype.json, a file of plans/, or a shipped name "
+                             "such as plain_unet")
+    parser.add_argument("-c", dest="source", metavar="CONFIGURATION", default="3d_fullres",
+                        help="configuration to inherit from (preprocessed data, patch size, ...); default 3d_fullres")
+    parser.add_argument("-o", dest="target", metavar="NEW_CONFIGURATION", default="3d_fullres_scnas",
+                        help="name of the new configuration; default 3d_fullres_scnas")
+    parser.add_argument("-p", dest="plans", metavar="PLANS", default="nnUNetPlans",
+                        help="plans identifier; default nnUNetPlans")
+    parser.add_argument("--width", type=width_argument, metavar="auto|N", default="auto",
+                        help="stem width of the derived network, or 'auto' (default): the width whose FLOPs "
+                             "match nnU-Net's own network of the source configuration")
+    parser.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
+
+
+def run(args) -> int:
+    from nnunet_scnas.nnunet.export_plans import export_plans
+
+    done = export_plans(args.dataset, args.genotype, source=args.source, target=args.target,
+                        plans_name=args.plans, width=args.width, force=args.force)
+    print(f"stock   {done.source} ({done.stock_class_name.rsplit('.', 1)[-1]}): {done.stock.describe(done.patch_size)}")
+    print(f"derived {done.target} (SCNASUNet, stem width {done.stem_width}): {done.derived.describe(done.patch_size)} "
+          f"({done.derived.flops / done.stock.flops - 1:+.1%} FLOPs)")
+    print(f"wrote configuration {done.target!r} to {done.plans_file} (previous version: {done.backup_file.name})")
+    print(f"next: nnUNetv2_train {done.dataset_name} {done.target} FOLD")
+    return 0

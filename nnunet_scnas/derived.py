@@ -1,0 +1,37 @@
+"""The derived network: the searched cells with their chosen ops only, retrained from scratch (paper §3)."""
+import torch
+
+from .cell import Cell
+from .genotype import Genotype
+from .macro import UNetMacro
+
+
+class SCNASUNet(UNetMacro):
+    """A U-Net of SCNAS cells built from a genotype; usable as an nnU-Net plans architecture.
+
+    nnU-Net builds it as `SCNASUNet(input_channels=..., num_classes=..., deep_supervision=..., **arch_kwargs)`,
+    so every other argument is JSON data. Edges whose op is `zero` are not built.
+
+    Args:
+        input_channels: image channels (the stem adapts, so a genotype transfers across datasets).
+        num_classes: output channels (nnU-Net's number of segmentation heads).
+        deep_supervision: list of 3 outputs (full, /s1, /(s1*s2)), highest resolution first, instead of one
+            tensor; `decoder.deep_supervision` switches it later.
+        genotype: the JSON form of a `Genotype` (`Genotype.to_dict()`), validated here.
+        stem_width: C; level l has C * 2**l channels (paper: 68 for the retrained network).
+        strides: `[[1,1,1], s1, s2, s3]`, as in the nnU-Net plan (see `macro.py` for the cell sequence).
+
+    Shapes: input `[N, input_channels, X, Y, Z]`, output `[N, num_classes, X, Y, Z]` (or the list).
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool, genotype: dict,
+                 stem_width: int, strides: list):
+        parsed = Genotype.from_dict(genotype)
+        super().__init__(input_channels, num_classes, stem_width, strides, deep_supervision,
+                         make_cell=lambda cell_type, in_channels, channels, stride:
+                         Cell(cell_type, {edge: (op,) for edge, op in parsed.ops(cell_type).items()},
+                              in_channels, channels, stride))
+        self.genotype = parsed
+
+    def forward(self, x: torch.Tensor):
+        return self._forward(x, None)

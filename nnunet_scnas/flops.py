@@ -1,0 +1,85 @@
+"""FLOPs and parameter counts, and the stem width that matches a FLOPs budget (paper §3: 48 -> 68 channels).
+
+FLOPs are counted by torch's `FlopCounterMode` (convolutions and matmuls, a multiply-add counted as 2),
+not by hand. A model built on the "meta" device is counted without computing anything, which keeps
+width matching at real patch sizes instant on a CPU.
+"""
+import math
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .derived import SCNASUNet
+from .genotype import Genotype
+
+
+def count_flops(model: nn.Module, input_shape) -> int:
+    """FLOPs of one forward pass of `model` (eval mode, no grad) on a batch of 1.
+
+    Args:
+        model: any module; on the "meta" device nothing is computed.
+        input_shape: `(channels, *spatial)` of one input, without the batch dimension.
+    """
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    x = torch.zeros(1, *input_shape, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def derived_flops(genotype: Genotype | dict, stem_width: int, *, input_channels: int, num_classes: int,
+                  patch_size, strides) -> int:
+    """FLOPs of the derived network `SCNASUNet` at `patch_size` (built on the meta device)."""
+    genotype = genotype.to_dict() if isinstance(genotype, Genotype) else genotype
+    with torch.device("meta"):
+        model = SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=False,
+                          genotype=genotype, stem_width=stem_width, strides=[list(s) for s in strides])
+    return count_flops(model, (input_channels, *patch_size))
+
+
+def match_width(genotype: Genotype | dict, target_flops: int, *, input_channels: int, num_classes: int, patch_size,
+                strides, tolerance: float = 0.05) -> int:
+    """The stem width whose derived network's FLOPs at `patch_size` are closest to `target_flops`.
+
+    Every conv costs c_in * c_out (or c, depthwise) per voxel and all widths are multiples of the stem width C,
+    so FLOPs = a * C**2 + b * C: two counts give a first guess, then a walk over integer widths (FLOPs grow
+    with C) finds the two widths around the target. Raises ValueError if the closest is further than
+    `tolerance` (relative) from the target, naming it.
+    """
+    if target_flops <= 0:
+        raise ValueError(f"target_flops must be > 0, got {target_flops}")
+    cache: dict[int, int] = {}
+
+    def flops(width: int) -> int:
+        if width not in cache:
+            cache[width] = derived_flops(genotype, width, input_channels=input_channels, num_classes=num_classes,
+                                         patch_size=patch_size, strides=strides)
+        return cache[width]
+
+    # a + b = f(1), 4a + 2b = f(2)
+    a = (flops(2) - 2 * flops(1)) / 2
+    b = flops(1) - a
+    width = max(1, round((-b + math.sqrt(b * b + 4 * a * target_flops)) / (2 * a)) if a > 0 else 1)
+    while flops(width) < target_flops:
+        width += 1
+    while width > 1 and flops(width - 1) >= target_flops:
+        width -= 1
+    # now flops(width - 1) < target <= flops(width), or width == 1
+    best = min({max(width - 1, 1), width}, key=lambda w: abs(flops(w) - target_flops))
+    error = abs(flops(best) - target_flops) / target_flops
+    if error > tolerance:
+        raise ValueError(f"no stem width gives FLOPs within {tolerance:.0%} of {target_flops:.4g}: the closest is "
+                         f"width {best} with {flops(best):.4g} FLOPs ({error:.1%} off)")
+    return best

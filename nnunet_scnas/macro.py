@@ -1,0 +1,156 @@
+"""The U-Net macro-architecture shared by the supernet and the derived network (paper §2.1, Fig. 1).
+
+Cell sequence (levels 0..3 = full resolution, /s1, /s1*s2, /s1*s2*s3; widths C, 2C, 4C, 8C):
+
+    stem(L0, C) -> R(L1) E(L1) R(L2) E(L2) R(L3) I(L3) -> X(L2) D(L2) X(L1) D(L1) X(L0) D(L0) -> out cell
+
+R = reduction, E = encoder-normal, I = inter-cell (an encoder-normal cell: same structure and logits),
+X = expansion, D = decoder-normal; the stem is a fixed block of two 3x3x3 convs. Why this reading: the paper has 12 searched cells, three downsamplings
+and three upsamplings, normal and resizing cells alternating, and an inter-cell between encoder and
+decoder; pairing each resizing cell with one normal cell at its new level gives exactly R E R E R I +
+X D X D X D, so every level of the decoder has the same number of cells as the encoder side.
+
+Wiring:
+- every cell reads the states of the previous two cells (s0 = two back, s1 = previous); the first
+  reduction cell reads the stem output twice;
+- U-Net skip: the state of a decoder cell at level l < 3 is its output plus the encoder output of level l
+  (the stem for level 0, the encoder-normal cell of levels 1 and 2); later cells read that sum (paper
+  footnote 1). The bottleneck (level 3) has no skip: the first expansion cell reads R and I as they are;
+- deep supervision heads (LeakyReLU -> 1x1x1 conv, the "out cell") read the decoder-normal states of
+  levels 0, 1, 2, which are nnU-Net's deep-supervision scales 1, 1/s1, 1/(s1*s2) for strides
+  [[1,1,1], s1, s2, s3]: the outputs come as a list, highest resolution first, without softmax.
+"""
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .cell import Cell
+from .ops import Stride, activation, instance_norm
+
+ENCODER_CELLS = ("reduction", "encoder_normal") * 3  # the last encoder_normal is the inter-cell
+DECODER_CELLS = ("expansion", "decoder_normal") * 3
+NUM_LEVELS = 4
+
+# (cell_type, in_channels (two back, previous), channels, stride) -> Cell
+CellFactory = Callable[[str, tuple[int, int], int, Stride], Cell]
+
+
+def check_strides(strides: Sequence[Sequence[int]]) -> list[Stride]:
+    """nnU-Net-style strides `[[1,1,1], s1, s2, s3]`: the stem's, then one per reduction cell."""
+    if not isinstance(strides, Sequence) or len(strides) != NUM_LEVELS:
+        raise ValueError(f"strides must have {NUM_LEVELS} entries, [[1, 1, 1], s1, s2, s3] (the stem's, then one per "
+                         f"reduction cell), got {strides!r}")
+    checked = []
+    for level, stride in enumerate(strides):
+        if (not isinstance(stride, Sequence) or len(stride) != 3
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in stride)):
+            raise ValueError(f"strides[{level}] must be 3 positive integers, got {stride!r}")
+        checked.append(tuple(stride))
+    if checked[0] != (1, 1, 1):
+        raise ValueError(f"strides[0] is the stem's and must be [1, 1, 1], got {list(strides[0])}")
+    return checked
+
+
+class Stem(nn.Sequential):
+    """The fixed first block at full resolution: (3x3x3 conv -> InstanceNorm) twice, LeakyReLU between."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__(
+            nn.Conv3d(in_channels, channels, 3, padding=1, bias=False), instance_norm(channels), activation(),
+            nn.Conv3d(channels, channels, 3, padding=1, bias=False), instance_norm(channels),
+        )
+
+
+class Head(nn.Sequential):
+    """The out cell: LeakyReLU -> 1x1x1 conv to class logits."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__(activation(), nn.Conv3d(channels, num_classes, 1))
+
+
+class Encoder(nn.Module):
+    """Stem + R E R E R I. Returns the last two states and the skip features of levels 0, 1, 2."""
+
+    def __init__(self, input_channels: int, widths: list[int], strides: list[Stride], make_cell: CellFactory):
+        super().__init__()
+        self.stem = Stem(input_channels, widths[0])
+        cells, in_channels = [], (widths[0], widths[0])
+        for k, cell_type in enumerate(ENCODER_CELLS):
+            level = k // 2 + 1
+            cells.append(make_cell(cell_type, in_channels, widths[level], strides[level]))
+            in_channels = (in_channels[1], widths[level])
+        self.cells = nn.ModuleList(cells)
+
+    def forward(self, x, weights: Mapping[str, torch.Tensor] | None):
+        s0 = s1 = self.stem(x)
+        skips = [s1]
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, None if weights is None else weights[cell.cell_type])
+            if cell.cell_type == "encoder_normal" and len(skips) < NUM_LEVELS - 1:
+                skips.append(s1)
+        return s0, s1, skips
+
+
+class Decoder(nn.Module):
+    """X D X D X D + out cells. `deep_supervision` may be switched at any time (nnU-Net does)."""
+
+    def __init__(self, widths: list[int], strides: list[Stride], num_classes: int, make_cell: CellFactory,
+                 deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        cells, in_channels = [], (widths[-1], widths[-1])
+        for k, cell_type in enumerate(DECODER_CELLS):
+            level = NUM_LEVELS - 2 - k // 2
+            cells.append(make_cell(cell_type, in_channels, widths[level], strides[level + 1]))
+            in_channels = (in_channels[1], widths[level])
+        self.cells = nn.ModuleList(cells)
+        # heads[l] reads the decoder-normal state of level l
+        self.heads = nn.ModuleList(Head(widths[level], num_classes) for level in range(NUM_LEVELS - 1))
+
+    def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, torch.Tensor] | None):
+        outputs = {}
+        for k, cell in enumerate(self.cells):
+            level = NUM_LEVELS - 2 - k // 2
+            s0, s1 = s1, cell(s0, s1, None if weights is None else weights[cell.cell_type]) + skips[level]
+            if cell.cell_type == "decoder_normal" and (self.deep_supervision or level == 0):
+                outputs[level] = self.heads[level](s1)
+        if not self.deep_supervision:
+            return outputs[0]
+        return [outputs[level] for level in range(NUM_LEVELS - 1)]
+
+
+class UNetMacro(nn.Module):
+    """Encoder + decoder built from a cell factory; the supernet and the derived network differ only there.
+
+    Args:
+        input_channels: image channels.
+        num_classes: output channels (nnU-Net's segmentation heads).
+        stem_width: C, the width of level 0; level l has C * 2**l channels.
+        strides: `[[1,1,1], s1, s2, s3]` as in an nnU-Net plan (3 entries per stride, may be anisotropic).
+        deep_supervision: return the 3 highest-resolution outputs (list) instead of one tensor.
+        make_cell: builds each of the 12 cells.
+
+    Shapes: input `[N, input_channels, X, Y, Z]` with X, Y, Z divisible by the product of the strides
+    along that axis; output `[N, num_classes, X, Y, Z]`, or with deep supervision the list of that,
+    `/s1` and `/(s1*s2)`.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool,
+                 make_cell: CellFactory):
+        super().__init__()
+        self.strides = check_strides(strides)
+        if not isinstance(stem_width, int) or stem_width < 1:
+            raise ValueError(f"stem_width must be a positive integer, got {stem_width!r}")
+        widths = [stem_width * 2 ** level for level in range(NUM_LEVELS)]
+        self.encoder = Encoder(input_channels, widths, self.strides, make_cell)
+        self.decoder = Decoder(widths, self.strides, num_classes, make_cell, deep_supervision)
+
+    def _forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor] | None):
+        total = [1, 1, 1]
+        for stride in self.strides:
+            total = [t * s for t, s in zip(total, stride)]
+        if x.dim() != 5 or any(n % t for n, t in zip(x.shape[2:], total)):
+            raise ValueError(f"input must be [N, C, X, Y, Z] with X, Y, Z divisible by the total stride "
+                             f"{tuple(total)}, got shape {tuple(x.shape)}")
+        return self.decoder(*self.encoder(x, weights), weights)

@@ -1,0 +1,1 @@
+"""The adapter: everything that speaks nnU-Net (plans, trainers' hooks, datasets, export, comparison)."""

@@ -1,0 +1,40 @@
+"""The search's 4:1 split of a fold's training cases into a weight set and an architecture set.
+
+The fold's validation cases never enter the search; they stay untouched for nnU-Net's final evaluation.
+"""
+import json
+import random
+from pathlib import Path
+
+from nnunet_scnas.atomic import write_json
+from nnunet_scnas.errors import UserError
+
+SPLIT_FILE = "bilevel_split.json"
+MIN_TRAINING_CASES = 5  # 4:1 needs at least one architecture case and four weight cases
+
+
+def split_weight_and_architecture(case_ids, seed: int, architecture_fraction: float = 0.2):
+    """Deterministic for (set of cases, seed): returns (weight_ids, architecture_ids), both sorted."""
+    case_ids = sorted(case_ids)
+    if len(case_ids) < MIN_TRAINING_CASES:
+        raise UserError(f"the search splits the fold's training cases 4:1 into weight and architecture sets, "
+                        f"which needs at least {MIN_TRAINING_CASES} cases; this fold has {len(case_ids)}: "
+                        f"use a dataset with more cases")
+    shuffled = list(case_ids)
+    random.Random(seed).shuffle(shuffled)
+    num_architecture = max(1, round(architecture_fraction * len(shuffled)))
+    return sorted(shuffled[num_architecture:]), sorted(shuffled[:num_architecture])
+
+
+def load_or_make_split(output_folder, case_ids, seed: int):
+    """Reuse the split saved in the fold folder (so a resumed search keeps it), else make and save one."""
+    path = Path(output_folder) / SPLIT_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if sorted(saved["weight"] + saved["architecture"]) != sorted(case_ids):
+            raise UserError(f"{path} was made for other training cases than this fold's: "
+                            f"delete it (and the fold's checkpoints) to start the search afresh")
+        return saved["weight"], saved["architecture"]
+    weight, architecture = split_weight_and_architecture(case_ids, seed)
+    write_json(path, {"seed": seed, "weight": weight, "architecture": architecture})
+    return weight, architecture

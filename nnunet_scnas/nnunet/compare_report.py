@@ -1,0 +1,172 @@
+"""The files of a comparison: comparison.md (tables shaped like the paper's Table 1), comparison.csv (one row
+per method x label) and comparison.png (per-label Dice, one box per method). All written atomically."""
+import csv
+import io
+import random
+from pathlib import Path
+
+from nnunet_scnas.atomic import atomic_path, write_text
+
+NOT_AVAILABLE = "n/a"
+
+
+def write_report(comparison, output_dir: Path) -> dict[str, Path]:
+    """Write the three files of `comparison` (a `compare.Comparison`) to `output_dir`; returns their paths."""
+    files = {"markdown": output_dir / "comparison.md", "csv": output_dir / "comparison.csv",
+             "png": output_dir / "comparison.png"}
+    write_text(files["markdown"], markdown(comparison))
+    write_text(files["csv"], csv_text(comparison))
+    plot(comparison, files["png"])
+    return files
+
+
+def markdown(comparison) -> str:
+    baseline = comparison.methods[0].method.name
+    parts = [f"# {comparison.dataset}: {' vs '.join(m.method.name for m in comparison.methods)}", ""]
+    if comparison.partial:
+        parts += [f"> **PARTIAL COMPARISON**: {missing_folds_text(comparison)}. Each mean is over the folds its "
+                  f"method has (see the folds column); the paired tests use only folds that both sides have.", ""]
+    parts += ["Dice (%) on each fold's validation cases, mean ± std over folds (nnU-Net's "
+              "`fold_N/validation/summary.json`; average = nnU-Net's foreground mean).", "",
+              dice_table(comparison), "",
+              "Network cost (FLOPs of one forward pass at the configuration's patch size, batch 1) and training time.",
+              "", cost_table(comparison), ""]
+    parts += [f"Paired per case against {baseline}: mean Dice difference in points (method − {baseline}) over "
+              f"the validation cases both have, Wilcoxon signed-rank two-sided p, n = pairs "
+              f"(p is n/a with too few pairs or no differences at all).", "", paired_table(comparison), ""]
+    parts.append(f"Folds requested: {_folds(comparison.folds)}. " + "; ".join(
+        f"{m.method.name}: {_folds(m.folds)}" + (f" (missing {m.missing_text})" if m.missing_folds else "")
+        for m in comparison.methods) + ".")
+    cost_notes = [f"- {m.method.name}: {m.cost.why_missing}" for m in comparison.methods if m.cost.why_missing]
+    parts += ["", *cost_notes] if cost_notes else []
+    return "\n".join(parts) + "\n"
+
+
+def dice_table(comparison) -> str:
+    """Rows = methods, columns = labels + average, cells "mean ± std" of Dice in % (the paper's Table 1)."""
+    rows = []
+    for method in comparison.methods:
+        name, n_folds = method.method.name, len(method.folds)
+        cells = [_dice_cell(comparison.dice[name, label], n_folds) for label in comparison.labels]
+        rows.append([name, *cells, f"{n_folds} of {len(comparison.folds)}"])
+    return _table(["Method", *comparison.labels.values(), "folds"], rows)
+
+
+def cost_table(comparison) -> str:
+    rows = []
+    for method in comparison.methods:
+        cost = method.cost
+        rows.append([method.method.name, f"`{method.method.folder_name}`",
+                     "x".join(map(str, cost.patch_size)) if cost.patch_size else NOT_AVAILABLE,
+                     _number(cost.flops, 1e9, "{:.2f} G"), _number(cost.parameters, 1e6, "{:.2f} M"),
+                     _number(method.seconds_per_epoch, 1, "{:.1f}"), _number(method.peak_memory_mb, 1, "{:.0f} MB"),
+                     _folds(method.folds)])
+    return _table(["Method", "trainer__plans__configuration", "patch", "FLOPs", "parameters", "s/epoch",
+                   "peak memory", "folds"], rows)
+
+
+def paired_table(comparison) -> str:
+    baseline = comparison.methods[0].method.name
+    rows = []
+    for method in comparison.methods[1:]:
+        name = method.method.name
+        rows.append([f"{name} − {baseline}", *(_paired_cell(comparison.paired[name, label])
+                                              for label in comparison.labels)])
+    return _table(["Method", *comparison.labels.values()], rows)
+
+
+def csv_text(comparison) -> str:
+    """One row per method x label; Dice as fractions (as in summary.json), empty where not available."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["dataset", "method", "trainer", "plans", "configuration", "label", "label_key", "dice_mean",
+                     "dice_std", "n_folds", "folds", "missing_folds", "paired_n", "paired_mean_difference",
+                     "paired_p_value", "flops", "parameters", "patch_size", "seconds_per_epoch", "peak_memory_mb"])
+    for method in comparison.methods:
+        m, cost = method.method, method.cost
+        for key, label in comparison.labels.items():
+            stats = comparison.dice[m.name, key]
+            paired = comparison.paired.get((m.name, key))
+            writer.writerow([comparison.dataset, m.name, m.trainer, m.plans, m.configuration, label, key,
+                             _blank(stats.mean), _blank(stats.std), len(stats.values),
+                             " ".join(map(str, stats.values)), " ".join(map(str, method.missing_folds)),
+                             _blank(paired and paired.n_pairs), _blank(paired and paired.mean_difference),
+                             _blank(paired and paired.p_value), _blank(cost.flops), _blank(cost.parameters),
+                             "x".join(map(str, cost.patch_size)) if cost.patch_size else "",
+                             _blank(method.seconds_per_epoch), _blank(method.peak_memory_mb)])
+    return out.getvalue()
+
+
+def plot(comparison, path: Path) -> None:
+    """Per label, one box per method of the per-case Dice, with the cases drawn as points over it."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    labels, n_methods = list(comparison.labels), len(comparison.methods)
+    width = 0.8 / n_methods
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    jitter = random.Random(0)  # the same points on every run
+    figure = Figure(figsize=(max(6.0, 1.2 + 0.8 * len(labels) * n_methods), 4.5))
+    axes = figure.add_subplot()
+    for m, method in enumerate(comparison.methods):
+        name, color = method.method.name, colors[m % len(colors)]
+        offset = (m - (n_methods - 1) / 2) * width
+        drawn = [(i + offset, comparison.case_dice[name, label]) for i, label in enumerate(labels)
+                 if comparison.case_dice[name, label]]
+        if drawn:
+            axes.boxplot([values for _, values in drawn], positions=[p for p, _ in drawn], widths=width * 0.8,
+                         patch_artist=True, showfliers=False, boxprops={"facecolor": color, "alpha": 0.35},
+                         medianprops={"color": color})
+        for position, values in drawn:
+            axes.scatter([position + jitter.uniform(-width / 5, width / 5) for _ in values], values, s=10,
+                         color=color, zorder=3)
+        missing = f"; missing: {_folds(method.missing_folds)}" if method.missing_folds else ""
+        axes.plot([], [], "s", color=color, label=f"{name} (folds {_folds(method.folds)}{missing})")
+    axes.set_xticks(range(len(labels)), [comparison.labels[label] for label in labels])
+    axes.set_xlim(-0.6, len(labels) - 0.4)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_ylabel("Dice per validation case")
+    axes.set_title(f"{comparison.dataset}" + ("  (PARTIAL: folds missing)" if comparison.partial else ""))
+    axes.grid(axis="y", alpha=0.3)
+    # below the axes: inside, it would hide the low-Dice cases that matter most
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=n_methods, fontsize="small", frameon=False)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+
+
+def missing_folds_text(comparison) -> str:
+    return "; ".join(f"{m.method.name} lacks {m.missing_text}" for m in comparison.methods if m.missing_folds)
+
+
+def _dice_cell(stats, n_method_folds: int) -> str:
+    if stats.mean is None:
+        return NOT_AVAILABLE
+    cell = f"{100 * stats.mean:.2f}" + (f" ± {100 * stats.std:.2f}" if stats.std is not None else "")
+    # a label can be undefined (NaN) in a whole fold: then say over how many folds this cell is
+    return cell if len(stats.values) == n_method_folds else f"{cell} ({len(stats.values)} folds)"
+
+
+def _paired_cell(paired) -> str:
+    if paired.n_pairs == 0:
+        return f"{NOT_AVAILABLE} (no common cases)"
+    p = NOT_AVAILABLE if paired.p_value is None else f"{paired.p_value:.3g}"
+    return f"{100 * paired.mean_difference:+.2f} (p = {p}, n = {paired.n_pairs})"
+
+
+def _folds(folds) -> str:
+    return ", ".join(map(str, sorted(folds))) or "none"
+
+
+def _number(value, scale: float, template: str) -> str:
+    return NOT_AVAILABLE if value is None else template.format(value / scale)
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""`nnunet-scnas demo`: the whole method on the embedded data, through nnU-Net's own commands.
+
+brain-tumour-like set -> plan/preprocess -> architecture search (fold 0) -> export the genotype as a plans
+configuration, width FLOPs-matched to stock nnU-Net -> train stock nnU-Net and the derived network with the
+same trainer and budget -> nnU-Net's validation -> comparison table; then the same genotype transferred to
+the CT-like set, trained and compared there too.
+
+The working folder holds nnU-Net's three folders and `demo_state.json`: a re-run with the same settings
+skips the finished stages (and resumes an interrupted training with `--c`); other settings are refused.
+"""
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nnunet_scnas import __version__
+from nnunet_scnas.atomic import write_json
+from nnunet_scnas.errors import UserError
+from nnunet_scnas.nnunet.nnunet_commands import nnunet_paths, run_nnunet
+
+BRAIN_ID, LUNG_ID = 901, 902
+SEARCH_FOLD = 0
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    search_trainer: str
+    train_trainer: str  # both sides of every comparison train with this one
+    folds: tuple[int, ...]
+    brain_cases: int
+    lung_cases: int
+
+
+PROFILES = {
+    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10),
+    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 10, 8),
+}
+
+
+def _cli(*argv) -> None:
+    from nnunet_scnas.cli.main import main
+
+    code = main([str(a) for a in argv])
+    if code:
+        raise UserError(f"nnunet-scnas {argv[0]} failed (exit code {code}); its message is above")
+
+
+class Demo:
+    def __init__(self, workdir, quick: bool, device: str, force: bool = False):
+        self.workdir = Path(workdir).resolve()
+        self.profile_name = "quick" if quick else "default"
+        self.profile = PROFILES[self.profile_name]
+        self.device = device
+        self.state_file = self.workdir / "demo_state.json"
+        self.settings = {"profile": self.profile_name, "device": device, "nnunet_scnas": __version__,
+                         **asdict(self.profile)}
+        self.settings["folds"] = list(self.profile.folds)
+        self.done = self._load_state(force)
+
+    def _load_state(self, force: bool) -> list[str]:
+        if self.state_file.is_file() and not force:
+            state = json.loads(self.state_file.read_text())
+            if state["settings"] != self.settings:
+                raise UserError(
+                    f"{self.workdir} holds a demo run with other settings ({state['settings']['profile']}, "
+                    f"device {state['settings']['device']}): use another --workdir, or --force to start it over")
+            return state["done"]
+        if self.workdir.exists() and any(self.workdir.iterdir()) and not force:
+            if not self.state_file.is_file():
+                raise UserError(f"{self.workdir} is not empty and is not a demo folder: choose another --workdir")
+        if force and self.workdir.exists():
+            import shutil
+
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return []
+
+    def _save_state(self) -> None:
+        write_json(self.state_file, {"settings": self.settings, "done": self.done})
+
+    def _train_args(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> list:
+        return [dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c"]
+
+    def search_folder(self) -> Path:
+        return (self.workdir / "nnUNet_results" / f"Dataset{BRAIN_ID}_SimBrainTumour" /
+                f"{self.profile.search_trainer}__nnUNetPlans__3d_fullres" / f"fold_{SEARCH_FOLD}")
+
+    def stages(self):
+        p = self.profile
+        genotype = self.search_folder() / "genotype.json"
+        raw = self.workdir / "nnUNet_raw"
+        stages = [
+            ("make brain-tumour-like dataset", lambda: _cli("make-dataset", "braintumour", "--cases", p.brain_cases,
+                                                            "--id", BRAIN_ID, "--out", raw, "--force")),
+            ("plan and preprocess (nnU-Net)", lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
+                                                                 "-c", "3d_fullres", "-np", 2,
+                                                                 "--verify_dataset_integrity")),
+            (f"architecture search on fold {SEARCH_FOLD} ({p.search_trainer})",
+             lambda: run_nnunet("nnUNetv2_train", *self._train_args(BRAIN_ID, "3d_fullres", SEARCH_FOLD,
+                                                                     p.search_trainer))),
+            ("export the genotype as configuration 3d_fullres_scnas (FLOPs-matched width)",
+             lambda: _cli("export-plans", "-d", BRAIN_ID, "-g", genotype, "--force")),
+        ]
+        stages += self._train_and_compare_stages(BRAIN_ID, "brain-tumour-like")
+        stages += [
+            ("make CT-like dataset (transfer target)", lambda: _cli("make-dataset", "lungnodule", "--cases",
+                                                                    p.lung_cases, "--id", LUNG_ID, "--out", raw,
+                                                                    "--force")),
+            ("plan and preprocess the CT-like dataset (nnU-Net)",
+             lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
+                                "--verify_dataset_integrity")),
+            ("transfer: export the brain-tumour genotype to the CT-like dataset",
+             lambda: _cli("export-plans", "-d", LUNG_ID, "-g", genotype, "--force")),
+        ]
+        stages += self._train_and_compare_stages(LUNG_ID, "CT-like")
+        return stages
+
+    def _train_and_compare_stages(self, dataset_id: int, label: str):
+        p = self.profile
+        stages = []
+        for fold in p.folds:
+            for configuration, who in (("3d_fullres", "stock nnU-Net"), ("3d_fullres_scnas", "SCNAS network")):
+                stages.append((f"train {who} ({configuration}) on the {label} set, fold {fold}",
+                               lambda c=configuration, f=fold: run_nnunet(
+                                   "nnUNetv2_train", *self._train_args(dataset_id, c, f, p.train_trainer))))
+        stages.append((f"compare on the {label} set", lambda: _cli(
+            "compare", "-d", dataset_id, "-f", *p.folds, "-o", self.results_folder(dataset_id),
+            "--method", f"nnU-Net={p.train_trainer}:3d_fullres",
+            "--method", f"SCNAS={p.train_trainer}:3d_fullres_scnas")))
+        return stages
+
+    def results_folder(self, dataset_id: int) -> Path:
+        return self.workdir / "comparison" / f"Dataset{dataset_id}"
+
+    def run(self) -> None:
+        os.environ.update(nnunet_paths(self.workdir))
+        stages = self.stages()
+        started = time.time()
+        for number, (title, action) in enumerate(stages, start=1):
+            header = f"[{number}/{len(stages)}] {title}"
+            if title in self.done:
+                print(f"\n=== {header}: done in an earlier run, skipped", flush=True)
+                continue
+            print(f"\n=== {header}", flush=True)
+            stage_start = time.time()
+            action()
+            self.done.append(title)
+            self._save_state()
+            print(f"=== {header}: finished in {time.time() - stage_start:.0f} s", flush=True)
+        self._print_summary(time.time() - started)
+
+    def _print_summary(self, seconds: float) -> None:
+        search_folder = self.search_folder()
+        print(f"\nDemo finished in {seconds / 60:.1f} min ({self.profile_name} profile, device {self.device}).")
+        for dataset_id in (BRAIN_ID, LUNG_ID):
+            folder = self.results_folder(dataset_id)
+            print(f"  Dataset{dataset_id}: table {folder / 'comparison.md'}, plot {folder / 'comparison.png'}")
+        print(f"  genotype: {search_folder / 'genotype.json'}")
+        print(f"  search plots: {search_folder / 'search_progress.png'}")
+        print(f"  cell drawings: {search_folder / 'cells'}")

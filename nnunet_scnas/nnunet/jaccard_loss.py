@@ -1,0 +1,48 @@
+"""The Jaccard (soft IoU) loss of the paper's retraining recipe (paper §3), on nnU-Net's targets."""
+import torch
+from torch import nn
+
+
+class SoftJaccardLoss(nn.Module):
+    """1 - soft IoU of the predicted probabilities and the reference, averaged over the foreground classes.
+
+    Probabilities are the softmax over classes (background left out of the mean, like nnU-Net's Dice), or for
+    nnU-Net's region-based training a sigmoid per region (every region counts).
+
+    Args:
+        regions: region-based training: sigmoid outputs, the target holds one channel per region.
+        ignore_label: label value of voxels that count nowhere (for regions nnU-Net flags them in the target's
+            last channel); None when the dataset has no ignore label.
+        batch_iou: one IoU per class over the whole batch instead of one per case (nnU-Net's `batch_dice`).
+        smooth: added to intersection and union: a class absent from reference and prediction scores 1, not NaN.
+
+    Shapes: logits `[N, K, *spatial]`; target `[N, 1, *spatial]` labels, or for regions `[N, K (+1), *spatial]`.
+    Returns a scalar in [0, 1].
+    """
+
+    def __init__(self, regions: bool = False, ignore_label: int | None = None, batch_iou: bool = False,
+                 smooth: float = 1e-5):
+        super().__init__()
+        self.regions, self.ignore_label, self.batch_iou, self.smooth = regions, ignore_label, batch_iou, smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = None
+        if self.regions:
+            probabilities = torch.sigmoid(logits)
+            if self.ignore_label is not None:
+                mask, target = 1 - target[:, -1:], target[:, :-1]
+            reference = target.float()
+        else:
+            probabilities = torch.softmax(logits, 1)
+            labels = target[:, 0].long()
+            if self.ignore_label is not None:
+                mask = (labels != self.ignore_label)[:, None]
+                labels = torch.where(mask[:, 0], labels, 0)
+            reference = nn.functional.one_hot(labels, logits.shape[1]).movedim(-1, 1).float()
+            probabilities, reference = probabilities[:, 1:], reference[:, 1:]
+        if mask is not None:
+            probabilities, reference = probabilities * mask, reference * mask
+        axes = [0, *range(2, logits.dim())] if self.batch_iou else list(range(2, logits.dim()))
+        intersection = (probabilities * reference).sum(axes)
+        union = (probabilities + reference).sum(axes) - intersection
+        return 1 - ((intersection + self.smooth) / (union + self.smooth)).mean()

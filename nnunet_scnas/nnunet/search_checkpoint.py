@@ -1,0 +1,34 @@
+"""Check a checkpoint before `--c` resumes a search from it: one clear error instead of a state-dict dump."""
+import torch
+
+from nnunet_scnas.errors import UserError
+from nnunet_scnas.genotype import SEARCH_SPACE_ID
+
+FRESH_START = "delete the fold folder's checkpoint_*.pth to start this search afresh"
+
+
+def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module) -> None:
+    """Raise UserError unless the checkpoint is a readable search checkpoint of this very supernet."""
+    if isinstance(filename_or_checkpoint, dict):
+        checkpoint, name = filename_or_checkpoint, "the checkpoint"
+    else:
+        name = str(filename_or_checkpoint)
+        try:
+            checkpoint = torch.load(name, map_location="cpu", weights_only=False)
+        except Exception as error:
+            raise UserError(f"cannot read {name} ({type(error).__name__}): the file is damaged; {FRESH_START}") \
+                from None
+    state = checkpoint.get("optimizer_state") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "architecture" not in state:
+        raise UserError(f"{name} is not a checkpoint of an SCNAS search (trainer "
+                        f"{checkpoint.get('trainer_name', '?') if isinstance(checkpoint, dict) else '?'}); "
+                        f"{FRESH_START}")
+    if state.get("search_space") != SEARCH_SPACE_ID:
+        raise UserError(f"{name} was written for search space {state.get('search_space')!r}, this version "
+                        f"searches {SEARCH_SPACE_ID!r}; {FRESH_START}")
+    expected = {k: tuple(v.shape) for k, v in supernet.state_dict().items()}
+    found = {k.removeprefix("module."): tuple(v.shape) for k, v in checkpoint["network_weights"].items()}
+    if found != expected:
+        differing = sorted(set(found.items()) ^ set(expected.items()))
+        raise UserError(f"{name} holds a different supernet (other stem width, strides, channels or classes; "
+                        f"first difference: {differing[0][0]}); {FRESH_START}")

@@ -1,0 +1,131 @@
+"""What a search leaves in its fold folder, rewritten after every epoch (atomically):
+
+- `genotype.json`: the current argmax architecture (the final one when the search ends);
+- `alpha_history.json`: the architecture logits, tau, losses, entropies and op histograms per epoch;
+- `search_progress.png`: entropy of softmax(alpha) per cell type, and the op histogram of the current
+  genotype per epoch (collapse to parameter-free ops, the known failure of this family, shows here);
+- `cells/<cell_type>.png`: a drawing of each cell (at the end of the search, and on demand).
+"""
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from nnunet_scnas.atomic import atomic_path, write_json
+from nnunet_scnas.genotype import CELL_TYPES, EDGES, Genotype
+from nnunet_scnas.ops import OPS
+
+PARAMETER_FREE_OPS = ("zero", "identity", "max_pool_3x3x3", "avg_pool_3x3x3")
+MAX_ENTROPY = math.log(len(OPS))
+
+
+def mean_entropy(logits: torch.Tensor) -> float:
+    """Mean over edges of the entropy of softmax(alpha): ln(8) = 2.08 when undecided, 0 when decided."""
+    p = torch.softmax(logits.detach().float().cpu(), dim=-1)
+    return float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean())
+
+
+def op_histogram(genotype: Genotype) -> dict[str, int]:
+    """How many edges of all four cell types chose each op."""
+    counts = Counter(op for cell_type in CELL_TYPES for op in getattr(genotype, cell_type))
+    return {op: counts.get(op, 0) for op in OPS}
+
+
+def genotype_changes(old: Genotype | None, new: Genotype) -> list[str]:
+    """Readable edge changes, e.g. 'reduction 3<-1: conv_3x3x3 -> identity'."""
+    if old is None:
+        return []
+    return [f"{cell_type} {edge}: {a} -> {b}"
+            for cell_type in CELL_TYPES
+            for edge, a, b in zip(EDGES, getattr(old, cell_type), getattr(new, cell_type)) if a != b]
+
+
+class SearchReport:
+    """Accumulates the per-epoch record of a search and writes the fold folder's files."""
+
+    def __init__(self, output_folder):
+        self.folder = Path(output_folder)
+        history_file = self.folder / "alpha_history.json"
+        self.history = json.loads(history_file.read_text())["epochs"] if history_file.is_file() else []
+
+    @property
+    def last_genotype(self) -> Genotype | None:
+        return Genotype.from_dict(self.history[-1]["genotype"]) if self.history else None
+
+    def record_epoch(self, epoch: int, logits: dict, genotype: Genotype, **scalars) -> list[str]:
+        """Add one epoch (replacing a record of the same or later epochs left by an interrupted run) and
+        return log lines: entropies, how parameter-free the genotype is, and what changed since last epoch."""
+        self.history = [h for h in self.history if h["epoch"] < epoch]
+        changes = genotype_changes(self.last_genotype, genotype)
+        record = {
+            "epoch": epoch,
+            **scalars,
+            "entropy": {c: mean_entropy(logits[c]) for c in CELL_TYPES},
+            "op_histogram": op_histogram(genotype),
+            "genotype": genotype.to_dict(),
+            "alphas": {c: logits[c].detach().float().cpu().tolist() for c in CELL_TYPES},
+        }
+        self.history.append(record)
+        free = sum(record["op_histogram"][op] for op in PARAMETER_FREE_OPS)
+        shown = "; ".join(changes[:6]) + (f"; ... ({len(changes) - 6} more)" if len(changes) > 6 else "")
+        return [
+            "architecture entropy: " + ", ".join(f"{c} {e:.3f}" for c, e in record["entropy"].items())
+            + f" (undecided: {MAX_ENTROPY:.3f})",
+            f"genotype: {free}/{len(CELL_TYPES) * len(EDGES)} edges parameter-free; "
+            + (f"{len(changes)} edges changed: {shown}" if changes else "unchanged"),
+        ]
+
+    def write(self, genotype: Genotype) -> None:
+        write_json(self.folder / "genotype.json", genotype.to_dict())
+        write_json(self.folder / "alpha_history.json",
+                   {"ops": list(OPS), "edges": list(EDGES), "cell_types": list(CELL_TYPES), "epochs": self.history})
+        self.plot_progress(self.folder / "search_progress.png")
+
+    def plot_progress(self, path) -> None:
+        from matplotlib.figure import Figure
+        from matplotlib.style import context
+        from matplotlib.ticker import MaxNLocator
+
+        epochs = [h["epoch"] for h in self.history]
+        # nnU-Net's own progress plot changes matplotlib's global style (seaborn, huge fonts): reset it here
+        with context("default"):
+            fig = Figure(figsize=(13, 4.5))
+            ax_entropy, ax_ops = fig.subplots(1, 2)
+            for cell_type in CELL_TYPES:
+                ax_entropy.plot(epochs, [h["entropy"][cell_type] for h in self.history], marker=".",
+                                label=cell_type)
+            ax_entropy.axhline(MAX_ENTROPY, color="grey", linestyle=":", label="ln 8 (undecided)")
+            ax_entropy.set(xlabel="epoch", ylabel="mean entropy of softmax(alpha)",
+                           title="Architecture entropy per cell type", ylim=(0, MAX_ENTROPY * 1.05))
+            ax_entropy.legend(fontsize=8)
+
+            bottom = [0] * len(epochs)
+            for k, op in enumerate(OPS):
+                counts = [h["op_histogram"][op] for h in self.history]
+                ax_ops.bar(epochs, counts, bottom=bottom, color=f"C{k}", width=0.9, label=op,
+                           hatch="//" if op in PARAMETER_FREE_OPS else None)
+                bottom = [b + c for b, c in zip(bottom, counts)]
+            ax_ops.set(xlabel="epoch", ylabel="edges (all 4 cell types)",
+                       title="Ops of the current genotype (hatched: parameter-free)")
+            ax_ops.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            for ax in (ax_entropy, ax_ops):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            fig.tight_layout()
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=90)
+
+
+def draw_cells(genotype: Genotype, folder) -> list[Path]:
+    """One PNG per cell type in `folder` (graphviz when installed, matplotlib otherwise)."""
+    from nnunet_scnas.drawing import draw_cell
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for cell_type in CELL_TYPES:
+        path = folder / f"{cell_type}.png"
+        draw_cell(genotype, cell_type, path)
+        paths.append(path)
+    return paths

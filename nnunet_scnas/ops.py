@@ -1,0 +1,137 @@
+"""The 8 candidate operations of an edge (paper §3, "Implementation Details"), as one registry.
+
+Every op maps `[N, C, X, Y, Z]` to `[N, C, X/sx, Y/sy, Z/sz]` for a stride `(sx, sy, sz)`: channels are kept,
+stride 1 keeps the shape, stride s gives exactly size/s along every axis (nnU-Net patch sizes are divisible
+by the product of the strides; an axis whose strides are all 1 may have any size, odd ones included).
+Conv ops are LeakyReLU -> Conv -> InstanceNorm, as in the paper.
+
+`OPS` is the registry's key order, which is also the column order of the architecture logits. Op names are
+saved in genotypes: never rename or reorder them.
+"""
+from typing import Callable
+
+import torch
+from torch import nn
+
+Stride = tuple[int, int, int]
+
+NEGATIVE_SLOPE = 0.01  # nnU-Net's LeakyReLU slope
+
+
+def as_stride(stride) -> Stride:
+    stride = tuple(int(s) for s in stride)
+    if len(stride) != 3 or min(stride) < 1:
+        raise ValueError(f"stride must be 3 positive integers, got {stride}")
+    return stride
+
+
+def activation() -> nn.Module:
+    # never inplace: an edge's input is shared by the other ops and edges that read the same state
+    return nn.LeakyReLU(NEGATIVE_SLOPE)
+
+
+def instance_norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm3d(channels, eps=1e-5, affine=True)
+
+
+class Zero(nn.Module):
+    """No connection: zeros of the (strided) output shape. A cell never calls it, it skips the edge instead."""
+
+    def __init__(self, stride: Stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = [-(-n // s) for n, s in zip(x.shape[2:], self.stride)]
+        return x.new_zeros(*x.shape[:2], *spatial)
+
+
+class AvgPool(nn.Module):
+    """3x3x3 average over the neighbours inside the volume (padding not counted), any stride.
+
+    Written out because torch's CPU avg_pool3d refuses inputs smaller than the kernel even when padded, and
+    a bottleneck only 2 voxels deep along an axis is common.
+    """
+
+    def __init__(self, stride: Stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def windowed_mean(t):
+            return nn.functional.avg_pool3d(nn.functional.pad(t, (1,) * 6), 3, stride=self.stride)
+
+        inside = x.new_ones(1, 1, *x.shape[2:])
+        return windowed_mean(x) / windowed_mean(inside)
+
+
+class ConvNorm(nn.Sequential):
+    """LeakyReLU -> 3x3x3 conv -> InstanceNorm."""
+
+    def __init__(self, channels: int, stride: Stride):
+        super().__init__(
+            activation(),
+            nn.Conv3d(channels, channels, 3, stride=stride, padding=1, bias=False),
+            instance_norm(channels),
+        )
+
+
+class DilatedSeparableConvNorm(nn.Sequential):
+    """LeakyReLU -> depthwise dilated 3x3x3 conv -> pointwise 1x1x1 conv -> InstanceNorm."""
+
+    def __init__(self, channels: int, stride: Stride, dilation: int):
+        super().__init__(
+            activation(),
+            # padding = dilation keeps the shape: the dilated kernel spans 2 * dilation + 1 voxels
+            nn.Conv3d(channels, channels, 3, stride=stride, padding=dilation, dilation=dilation,
+                      groups=channels, bias=False),
+            nn.Conv3d(channels, channels, 1, bias=False),
+            instance_norm(channels),
+        )
+
+
+class Downsample(nn.Sequential):
+    """LeakyReLU -> average pooling with kernel = stride -> 1x1x1 conv -> InstanceNorm.
+
+    The strided `identity` (and a cell's resampling of its older input). A plain strided 1x1x1 conv would
+    drop all voxels but one per stride block and DARTS' two-offset factorized reduction assumes stride 2 on
+    every axis; pooling with kernel = stride reads every voxel and works for anisotropic strides like (1, 2, 2).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Stride):
+        super().__init__(
+            activation(),
+            nn.AvgPool3d(stride, stride=stride),
+            nn.Conv3d(in_channels, out_channels, 1, bias=False),
+            instance_norm(out_channels),
+        )
+
+
+def _identity(channels: int, stride: Stride) -> nn.Module:
+    return nn.Identity() if stride == (1, 1, 1) else Downsample(channels, channels, stride)
+
+
+def _dil_sep_conv(dilation: int) -> Callable[[int, Stride], nn.Module]:
+    return lambda channels, stride: DilatedSeparableConvNorm(channels, stride, dilation)
+
+
+# name -> factory(channels, stride). The key order is the column order of the architecture logits.
+_REGISTRY: dict[str, Callable[[int, Stride], nn.Module]] = {
+    "zero": lambda channels, stride: Zero(stride),
+    "identity": _identity,
+    "max_pool_3x3x3": lambda channels, stride: nn.MaxPool3d(3, stride=stride, padding=1),
+    "avg_pool_3x3x3": lambda channels, stride: AvgPool(stride),
+    "conv_3x3x3": ConvNorm,
+    "dil_sep_conv_3x3x3_r2": _dil_sep_conv(2),
+    "dil_sep_conv_3x3x3_r3": _dil_sep_conv(3),
+    "dil_sep_conv_3x3x3_r4": _dil_sep_conv(4),
+}
+
+OPS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def build_op(name: str, channels: int, stride=(1, 1, 1)) -> nn.Module:
+    """Build the candidate op `name` for `channels` channels and a 3-tuple `stride` (may be anisotropic)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown op {name!r}; valid ops: {', '.join(OPS)}")
+    return _REGISTRY[name](channels, as_stride(stride))

@@ -1,0 +1,73 @@
+"""The search network: every edge of every cell holds all candidate ops (paper §2.2, Algorithm 1)."""
+import torch
+from torch import nn
+
+from .cell import Cell
+from .genotype import CELL_TYPES, EDGES, Genotype, derive_genotype
+from .macro import UNetMacro
+from .ops import OPS
+from .sampler import TAU_START, argmax_weights, sample_two_ops, softmax_weights
+
+MODES = ("two_op", "all_ops", "argmax")
+
+
+class SCNASSupernet(UNetMacro):
+    """The supernet over the SCNAS search space, with one `[14, 8]` logits tensor per cell type.
+
+    Each forward draws fresh edge weights from the logits according to `mode`:
+    "two_op" (the paper's sampler, `sample_two_ops(alpha, tau, generator)`), "all_ops" (DARTS softmax
+    mixture, for ablation and the cost benchmark) or "argmax" (the current architecture). Only ops with a
+    non-zero weight are computed. The weights used are kept, detached, in `last_weights`.
+
+    Args:
+        input_channels: image channels.
+        num_classes: output channels.
+        stem_width: C; level l has C * 2**l channels (paper: 48 while searching).
+        strides: `[[1,1,1], s1, s2, s3]` from an nnU-Net plan (see `macro.py` for the cell sequence).
+        deep_supervision: list of 3 outputs (full, /s1, /(s1*s2)) instead of one tensor;
+            `decoder.deep_supervision` switches it later.
+
+    Shapes: input `[N, input_channels, X, Y, Z]`, output `[N, num_classes, X, Y, Z]` (or the list).
+    Attributes set by the search loop: `mode`, `tau` (float), `generator` (a CPU `torch.Generator` or None).
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool = True):
+        all_ops = {edge: OPS for edge in EDGES}
+        super().__init__(input_channels, num_classes, stem_width, strides, deep_supervision,
+                         make_cell=lambda cell_type, in_channels, channels, stride:
+                         Cell(cell_type, all_ops, in_channels, channels, stride))
+        # small random logits (as DARTS): near-uniform sampling, but no exact ties for the first argmax
+        self.alphas = nn.ParameterDict({
+            cell_type: nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS))) for cell_type in CELL_TYPES})
+        self.mode = "two_op"
+        self.tau = TAU_START
+        self.generator: torch.Generator | None = None
+        self.last_weights: dict[str, torch.Tensor] = {}
+
+    def architecture_weights(self) -> dict[str, torch.Tensor]:
+        """Edge weights `[14, 8]` per cell type for the current `mode` (a fresh sample in "two_op")."""
+        if self.mode == "two_op":
+            return {ct: sample_two_ops(self.alphas[ct], self.tau, self.generator) for ct in CELL_TYPES}
+        if self.mode == "all_ops":
+            return {ct: softmax_weights(self.alphas[ct]) for ct in CELL_TYPES}
+        if self.mode == "argmax":
+            return {ct: argmax_weights(self.alphas[ct]) for ct in CELL_TYPES}
+        raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+
+    def forward(self, x: torch.Tensor):
+        weights = self.architecture_weights()
+        self.last_weights = {cell_type: w.detach() for cell_type, w in weights.items()}
+        return self._forward(x, weights)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The ops' parameters (first optimizer)."""
+        arch = {id(p) for p in self.alphas.values()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits, in `CELL_TYPES` order (second optimizer)."""
+        return [self.alphas[cell_type] for cell_type in CELL_TYPES]
+
+    def genotype(self) -> Genotype:
+        """The architecture the current logits stand for (see `derive_genotype` for the rule)."""
+        return derive_genotype({cell_type: self.alphas[cell_type] for cell_type in CELL_TYPES})

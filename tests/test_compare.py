@@ -1,0 +1,291 @@
+"""`nnunet-scnas compare` on a results tree that nnU-Net itself planned and evaluated (no training).
+
+The tree: a tiny raw dataset planned by nnU-Net's ExperimentPlanner, an SCNAS configuration added by our plans
+export, and for each method the trainer folder as nnU-Net's training leaves it: plans.json, dataset.json, and
+per fold a training log and a `validation/summary.json` written by nnU-Net's `compute_metrics_on_folder` from
+predictions and references on disk. SCNAS lacks fold 2, so the comparison is partial.
+"""
+import csv
+import re
+import json
+import shutil
+import statistics
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.stats import wilcoxon
+
+from nnunet_scnas.cli.main import main
+from nnunet_scnas.errors import UserError
+from nnunet_scnas.nnunet.compare import MIN_PAIRS, compare, paired_difference
+
+DATASET = "Dataset990_CompareTiny"
+LABELS = {"background": 0, "edema": 1, "tumour": 2}
+SHAPE = (32, 32, 32)  # the smallest that gives the 3 downsamplings the SCNAS network needs
+CASES_PER_FOLD = 4
+STEM_WIDTH = 8
+# method -> (configuration, folds trained, epoch times written to its logs)
+METHODS = {"nnU-Net": ("3d_fullres", (0, 1, 2), (3.0, 5.0, 4.0)),
+           "SCNAS": ("3d_fullres_scnas", (0, 1), (6.0, 7.0, 9.0))}
+FOLDS = (0, 1, 2)
+NO_TUMOUR_CASE = "case_001.nii.gz"  # empty tumour label in reference and predictions: its tumour Dice is NaN
+SCNAS_PEAK_MEMORY_MB = 812.5
+
+
+def _reference(case: int) -> np.ndarray:
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    size = 8 + case % 5
+    seg[8:8 + size, 8:8 + size, 6:6 + size] = 1
+    if f"case_{case:03d}.nii.gz" != NO_TUMOUR_CASE:
+        seg[10:14, 10:14, 8:8 + size // 2] = 2
+    return seg
+
+
+def _prediction(reference: np.ndarray, rng: np.random.Generator, quality: float) -> np.ndarray:
+    # a shifted copy of the reference with a few voxels flipped: Dice somewhere between 0.5 and 1
+    prediction = np.roll(reference, int(rng.integers(0, 3)), axis=int(rng.integers(0, 3)))
+    flips = rng.random(SHAPE) > quality
+    prediction[flips & (prediction > 0)] = 0
+    return prediction
+
+
+def _write(array: np.ndarray, path) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+
+
+def _plan_tiny_dataset(root) -> None:
+    """Raw images and labels, a fingerprint, nnU-Net's planner, then our export of the SCNAS configuration."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunet_scnas.nnunet.export_plans import export_plans
+
+    raw, preprocessed = root / "nnUNet_raw" / DATASET, root / "nnUNet_preprocessed" / DATASET
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    preprocessed.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cases = CASES_PER_FOLD * len(FOLDS)
+    for case in range(cases):
+        reference = _reference(case)
+        _write(reference, raw / "labelsTr" / f"case_{case:03d}.nii.gz")
+        _write((rng.normal(size=SHAPE) + reference).astype(np.float32), raw / "imagesTr" / f"case_{case:03d}_0000.nii.gz")
+    dataset_json = {"channel_names": {"0": "MRI"}, "labels": LABELS, "numTraining": cases, "file_ending": ".nii.gz"}
+    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    shutil.copy(raw / "dataset.json", preprocessed / "dataset.json")
+    # what nnUNetv2_extract_fingerprint would write for these images (running it costs ~15 s of worker start-up)
+    intensities = {"max": 4.0, "mean": 1.0, "median": 1.0, "min": -3.0, "percentile_00_5": -2.0,
+                   "percentile_99_5": 3.5, "std": 1.0}
+    fingerprint = {"foreground_intensity_properties_per_channel": {"0": intensities},
+                   "median_relative_size_after_cropping": 1.0, "shapes_after_crop": [list(SHAPE)] * cases,
+                   "spacings": [[1.0, 1.0, 1.0]] * cases}
+    (preprocessed / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
+    ExperimentPlanner(DATASET).plan_experiment()
+    export_plans(DATASET, "plain_unet", width=STEM_WIDTH)
+
+
+def _train_method_folders(root) -> None:
+    """What nnU-Net's training and validation leave per method: copied plans, logs, evaluated predictions."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    references = root / "nnUNet_raw" / DATASET / "labelsTr"
+    for index, (name, (configuration, folds, epoch_times)) in enumerate(METHODS.items()):
+        folder = root / "nnUNet_results" / DATASET / f"nnUNetTrainer__nnUNetPlans__{configuration}"
+        folder.mkdir(parents=True)
+        shutil.copy(root / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json", folder / "plans.json")
+        shutil.copy(root / "nnUNet_preprocessed" / DATASET / "dataset.json", folder / "dataset.json")
+        rng = np.random.default_rng(index + 1)
+        for fold in folds:
+            validation = folder / f"fold_{fold}" / "validation"
+            validation.mkdir(parents=True)
+            for case in range(fold * CASES_PER_FOLD, (fold + 1) * CASES_PER_FOLD):
+                reference = sitk.GetArrayFromImage(sitk.ReadImage(str(references / f"case_{case:03d}.nii.gz")))
+                _write(_prediction(reference, rng, quality=0.9 - 0.1 * index), validation / f"case_{case:03d}.nii.gz")
+            compute_metrics_on_folder(str(references), str(validation), str(validation / "summary.json"),
+                                      SimpleITKIO(), ".nii.gz", [1, 2], num_processes=1)
+            log = [f"2025-01-01 00:00:0{i}.000000: Epoch time: {seconds} s" for i, seconds in enumerate(epoch_times)]
+            if name == "SCNAS" and fold == 0:
+                log.append(f"2025-01-01 00:00:09.000000: Peak memory: {SCNAS_PEAK_MEMORY_MB} MB")
+            (folder / f"fold_{fold}" / "training_log_2025_1_1_00_00_00.txt").write_text("\n".join(log) + "\n")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """The nnU-Net folders (environment set for the whole module) with two trained methods."""
+    root = tmp_path_factory.mktemp("compare")
+    with pytest.MonkeyPatch.context() as env:
+        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            (root / variable).mkdir()
+            env.setenv(variable, str(root / variable))
+        _plan_tiny_dataset(root)
+        _train_method_folders(root)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def comparison(results, tmp_path_factory):
+    return compare(DATASET, folds=FOLDS, output_dir=tmp_path_factory.mktemp("report"))
+
+
+def _summaries(results, name):
+    configuration, folds, _ = METHODS[name]
+    folder = results / "nnUNet_results" / DATASET / f"nnUNetTrainer__nnUNetPlans__{configuration}"
+    return {fold: json.loads((folder / f"fold_{fold}" / "validation" / "summary.json").read_text()) for fold in folds}
+
+
+def _csv_rows(comparison):
+    with open(comparison.files["csv"], newline="") as file:
+        return {(row["method"], row["label"]): row for row in csv.DictReader(file)}
+
+
+def _markdown_row(comparison, method):
+    # the first table's row of `method` (the cost table's rows come later and have other cells)
+    return next(line for line in comparison.files["markdown"].read_text().splitlines()
+                if line.startswith(f"| {method} |"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("label, key", [("edema", "1"), ("tumour", "2"), ("average", None)])
+def test_dice_table_is_mean_and_std_over_folds_of_nnunet_summaries(comparison, results, method, label, key):
+    summaries = _summaries(results, method)
+    per_fold = [s["foreground_mean"]["Dice"] if key is None else s["mean"][key]["Dice"] for s in summaries.values()]
+    mean, std = float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
+
+    row = _csv_rows(comparison)[method, label]
+    assert float(row["dice_mean"]) == pytest.approx(mean, abs=1e-12)
+    assert float(row["dice_std"]) == pytest.approx(std, abs=1e-12)
+    assert int(row["n_folds"]) == len(summaries)
+    assert f" {100 * mean:.2f} ± {100 * std:.2f} " in _markdown_row(comparison, method)
+
+
+@pytest.mark.parametrize("label, key, n_pairs", [
+    ("1", "1", 2 * CASES_PER_FOLD),
+    ("2", "2", 2 * CASES_PER_FOLD - 1),  # the no-tumour case has NaN Dice on both sides: not a pair
+])
+def test_paired_test_uses_the_same_cases_of_the_folds_both_have(comparison, results, label, key, n_pairs):
+    def case_dice(name):
+        return {(fold, case["reference_file"].rsplit("/", 1)[-1]): case["metrics"][key]["Dice"]
+                for fold, summary in _summaries(results, name).items() for case in summary["metric_per_case"]}
+
+    baseline, scnas = case_dice("nnU-Net"), case_dice("SCNAS")
+    differences = [scnas[case] - baseline[case] for case in scnas
+                   if not np.isnan(scnas[case]) and not np.isnan(baseline[case])]
+    paired = comparison.paired["SCNAS", label]
+    assert paired.n_pairs == len(differences) == n_pairs  # nnU-Net's fold 2 has no partner
+    assert paired.mean_difference == pytest.approx(statistics.fmean(differences), abs=1e-12)
+    assert paired.p_value == pytest.approx(wilcoxon(differences).pvalue)
+    assert f"(p = {paired.p_value:.3g}, n = {n_pairs})" in comparison.files["markdown"].read_text()
+
+
+@pytest.mark.parametrize("differences, has_p_value", [
+    ([0.1, -0.02, 0.03, 0.05], False),  # fewer than MIN_PAIRS
+    ([0.0] * 8, False),  # no difference at all
+    ([0.1, -0.02, 0.03, 0.05, 0.01], True),
+])
+def test_p_value_only_when_meaningful(differences, has_p_value):
+    assert len(differences) >= MIN_PAIRS or not has_p_value
+    baseline = {(0, f"c{i}"): {"1": 0.5} for i in range(len(differences))}
+    other = {case: {"1": 0.5 + d} for case, d in zip(baseline, differences)}
+    paired = paired_difference(baseline, other, "1")
+    assert paired.n_pairs == len(differences)
+    assert (paired.p_value is not None) == has_p_value
+
+
+def test_missing_fold_is_named_and_marks_the_comparison_partial(comparison):
+    assert comparison.partial
+    markdown = comparison.files["markdown"].read_text()
+    assert "**PARTIAL COMPARISON**: SCNAS lacks fold 2: no fold folder" in markdown
+    assert _markdown_row(comparison, "SCNAS").endswith("| 2 of 3 |")
+    assert _markdown_row(comparison, "nnU-Net").endswith("| 3 of 3 |")
+    rows = _csv_rows(comparison)
+    assert (rows["SCNAS", "edema"]["folds"], rows["SCNAS", "edema"]["missing_folds"]) == ("0 1", "2")
+    assert (rows["nnU-Net", "edema"]["folds"], rows["nnU-Net", "edema"]["missing_folds"]) == ("0 1 2", "")
+
+
+def test_network_cost_and_training_time(comparison, results):
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_scnas.flops import count_flops, count_parameters, derived_flops
+    from nnunet_scnas.nnunet.export_plans import load_genotype
+
+    plans = PlansManager(str(results / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json"))
+    stock, scnas = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")
+    with torch.device("meta"):
+        network = get_network_from_plans(stock.network_arch_class_name, stock.network_arch_init_kwargs,
+                                         stock.network_arch_init_kwargs_req_import, 1, 3, allow_init=False,
+                                         deep_supervision=False)
+    costs = {m.method.name: m.cost for m in comparison.methods}
+    assert costs["nnU-Net"].flops == count_flops(network, (1, *stock.patch_size))
+    assert costs["nnU-Net"].parameters == count_parameters(network)
+    # the derived network, counted by the core from the genotype alone
+    assert costs["SCNAS"].flops == derived_flops(load_genotype("plain_unet"), STEM_WIDTH, input_channels=1,
+                                                 num_classes=3, patch_size=scnas.patch_size,
+                                                 strides=scnas.network_arch_init_kwargs["strides"])
+    assert costs["SCNAS"].patch_size == tuple(SHAPE)
+
+    by_name = {m.method.name: m for m in comparison.methods}
+    for name, (_, _, epoch_times) in METHODS.items():
+        assert by_name[name].seconds_per_epoch == statistics.median(epoch_times)  # the same times in every fold
+    assert by_name["nnU-Net"].peak_memory_mb is None
+    assert by_name["SCNAS"].peak_memory_mb == SCNAS_PEAK_MEMORY_MB
+    cost_row = next(line for line in comparison.files["markdown"].read_text().splitlines()
+                    if line.startswith("| nnU-Net | `nnUNetTrainer__"))
+    assert f"| {statistics.median(METHODS['nnU-Net'][2]):.1f} | n/a |" in cost_row
+
+
+def test_cli_prints_the_table_and_writes_the_three_files(results, capsys):
+    assert main(["compare", "-d", DATASET, "-f", *map(str, FOLDS)]) == 0
+    out = capsys.readouterr().out
+    assert "| Method | edema | tumour | average | folds |" in out
+    assert "PARTIAL COMPARISON: SCNAS lacks fold 2" in out
+    output_dir = results / "nnUNet_results" / DATASET / "scnas_compare"  # the default
+    with open(output_dir / "comparison.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert {(row["method"], row["label"]) for row in rows} == {
+        (method, label) for method in METHODS for label in ("edema", "tumour", "average")}
+    png = (output_dir / "comparison.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert str(output_dir / "comparison.md") in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-d", "991"], "no results for dataset '991'.*datasets with results: Dataset990_CompareTiny$"),
+    (["--method", "A=nnUNetTrainer:3d_fullres", "--method", "B=nnUNetTrainerNoSuch:3d_fullres"],
+     "unknown trainer 'nnUNetTrainerNoSuch'.*trainers with results there: nnUNetTrainer$"),
+    (["--method", "A=nnUNetTrainer:3d_fullres", "--method", "B=nnUNetTrainer:3d_lowres"],
+     "no results for nnUNetTrainer__nnUNetPlans__3d_lowres.*trained there: nnUNetTrainer__nnUNetPlans__3d_fullres, "
+     "nnUNetTrainer__nnUNetPlans__3d_fullres_scnas$"),
+    (["-f", "2", "3"], r"nothing to compare: SCNAS .* has none of folds 2, 3 \(folds 2, 3: no fold folder\)$"),
+    (["--method", "SCNAS"], "bad method 'SCNAS': expected NAME=TRAINER:CONFIGURATION"),
+    (["--method", "A=nnUNetTrainer:3d_fullres"], "at least two methods"),
+])
+def test_bad_input_is_one_line_and_exit_2(results, capsys, argv, message):
+    if "-d" not in argv:
+        argv = ["-d", DATASET, *argv]
+    assert main(["compare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("nnunet-scnas compare: error: ")
+    assert re.search(message, err.strip())
+
+
+def test_a_cut_short_summary_counts_as_a_missing_fold(results, tmp_path, monkeypatch):
+    copy = tmp_path / "nnUNet_results"
+    shutil.copytree(results / "nnUNet_results", copy)
+    monkeypatch.setenv("nnUNet_results", str(copy))
+    summary = copy / DATASET / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_1" / "validation" / "summary.json"
+    summary.write_text(summary.read_text()[:100])
+    result = compare(DATASET, folds=FOLDS, output_dir=tmp_path / "report")
+    baseline = result.methods[0]
+    assert sorted(baseline.folds) == [0, 2]
+    assert baseline.missing_folds[1].startswith("unreadable validation/summary.json")
+    assert "nnU-Net lacks fold 1: unreadable" in result.files["markdown"].read_text()
+
+
+def test_nnunet_results_not_set(monkeypatch):
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    with pytest.raises(UserError, match="nnUNet_results is not set"):
+        compare(DATASET)

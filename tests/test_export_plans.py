@@ -1,0 +1,338 @@
+"""Plans export, and the exported network through nnU-Net's own commands: train, predict, evaluate, transfer.
+
+One tiny brain-tumour set is generated and planned once for the whole file. Export tests work on a private
+copy of its plans; the slow end-to-end tests train on the shared preprocessed data.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_scnas.cli.main import main
+from nnunet_scnas.flops import derived_flops
+from nnunet_scnas.genotype import CELL_TYPES, SCHEMA_VERSION, Genotype
+from nnunet_scnas.locations import plans_dir
+from nnunet_scnas.nnunet.export_plans import AUTO_WIDTH_TOLERANCE
+from nnunet_scnas.nnunet.jaccard_loss import SoftJaccardLoss
+from nnunet_scnas.nnunet.plateau_lr import TrainingLossPlateau
+
+BIN = Path(sys.executable).parent
+SIZE = 40  # the smallest size for which nnU-Net plans three downsamplings (docs/datasets.md)
+
+
+@dataclass
+class PlannedDataset:
+    dataset_id: int
+    name: str
+    env: dict
+    raw: Path
+    preprocessed: Path
+    pristine_plans: bytes  # the planner's plans file, before any export
+
+
+def run(command, env, timeout=600):
+    result = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases: int) -> PlannedDataset:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8",
+           # one worker everywhere: 2 cores. (nnUNet_n_proc_DA=0 would crash the planner in nnU-Net 2.8.1.)
+           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (root / variable).mkdir(parents=True)
+        env[variable] = str(root / variable)
+    run([BIN / "nnunet-scnas", "make-dataset", name, "--cases", cases, "--test-cases", test_cases, "--size", SIZE,
+         "--id", dataset_id], env)
+    run([BIN / "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", "1", "-npfp", "1",
+         "--no_pbar"], env)
+    raw = next((root / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
+    preprocessed = root / "nnUNet_preprocessed" / raw.name
+    pristine_plans = (preprocessed / "nnUNetPlans.json").read_bytes()
+    return PlannedDataset(dataset_id, raw.name, env, raw, preprocessed, pristine_plans)
+
+
+@pytest.fixture(scope="module")
+def brain(tmp_path_factory):
+    # 5 cases: fold 0 validates on one, which keeps nnU-Net's end-of-training validation short
+    return plan_dataset(tmp_path_factory.mktemp("brain"), "braintumour", 951, cases=5, test_cases=2)
+
+
+@pytest.fixture
+def plans_file(brain, tmp_path, monkeypatch):
+    """A private nnUNet_preprocessed holding the brain set's pristine plans and dataset.json: all export reads."""
+    folder = tmp_path / "nnUNet_preprocessed" / brain.name
+    folder.mkdir(parents=True)
+    (folder / "nnUNetPlans.json").write_bytes(brain.pristine_plans)
+    shutil.copy(brain.preprocessed / "dataset.json", folder / "dataset.json")
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / variable).mkdir(exist_ok=True)
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    return folder / "nnUNetPlans.json"
+
+
+def mixed_genotype() -> Genotype:
+    """A genotype using every kind of op (as a search would leave it), unlike the conv-only plain_unet."""
+    ops = ("conv_3x3x3", "dil_sep_conv_3x3x3_r2", "zero", "max_pool_3x3x3", "identity", "dil_sep_conv_3x3x3_r3",
+           "avg_pool_3x3x3", "dil_sep_conv_3x3x3_r4", "zero", "conv_3x3x3", "identity", "zero", "zero",
+           "dil_sep_conv_3x3x3_r2")
+    return Genotype(**{cell_type: ops[k:] + ops[:k] for k, cell_type in enumerate(CELL_TYPES)})
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_file, brain, capsys):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet"]) == 0
+    out = capsys.readouterr().out
+    plans = PlansManager(str(plans_file))
+    parent, ours = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")
+    assert ours.network_arch_class_name == "nnunet_scnas.derived.SCNASUNet"
+    kwargs = ours.network_arch_init_kwargs
+    assert set(kwargs) == {"genotype", "stem_width", "strides"}  # nothing of PlainConvUNet's leaks through
+    shipped = json.loads((plans_dir() / "plain_unet.json").read_text())
+    assert Genotype.from_dict(kwargs["genotype"]) == Genotype.from_dict(shipped)
+    # our strides drive nnU-Net's deep-supervision scales; data, patch and batch come from the parent
+    assert ours.pool_op_kernel_sizes == [[1, 1, 1]] + parent.pool_op_kernel_sizes[1:4]
+    assert ours.data_identifier == parent.data_identifier
+    assert ours.patch_size == parent.patch_size and ours.batch_size == parent.batch_size
+    assert not np.any(np.array(ours.patch_size) % np.prod(ours.pool_op_kernel_sizes, axis=0))
+
+    backups = list(plans_file.parent.glob("nnUNetPlans.json.bak-*"))
+    assert [b.read_bytes() for b in backups] == [brain.pristine_plans]
+
+    stock_line, derived_line = (line for line in out.splitlines() if "GFLOPs" in line)
+    stock, derived = (1e9 * float(line.split(": ")[1].split(" GFLOPs")[0]) for line in (stock_line, derived_line))
+    width = kwargs["stem_width"]
+    assert f"stem width {width}" in derived_line and "parameters" in derived_line
+    # --width auto: the integer width whose FLOPs come closest to the stock network's
+    assert abs(derived - stock) <= AUTO_WIDTH_TOLERANCE * stock
+    for neighbour in (width - 1, width + 1):
+        neighbour_flops = derived_flops(kwargs["genotype"], neighbour, input_channels=4, num_classes=4,
+                                        patch_size=ours.patch_size, strides=kwargs["strides"])
+        assert abs(neighbour_flops - stock) > abs(derived - stock) - 0.01e9
+    assert f"nnUNetv2_train {plans.dataset_name} 3d_fullres_scnas FOLD" in out
+
+
+def test_force_replaces_the_configuration_and_keeps_the_rest(plans_file, brain, tmp_path):
+    genotype_json = tmp_path / "genotype.json"  # as a search fold writes it
+    genotype_json.write_text(json.dumps(mixed_genotype().to_dict()))
+    assert main(["export-plans", "-d", "Dataset951_SimBrainTumour", "-g", "plain_unet", "--width", "6"]) == 0
+    assert main(["export-plans", "-d", "951", "-g", str(genotype_json), "--width", "7", "--force"]) == 0
+    pristine = json.loads(brain.pristine_plans)["configurations"]
+    configurations = json.loads(plans_file.read_text())["configurations"]
+    assert list(configurations) == [*pristine, "3d_fullres_scnas"]
+    assert all(configurations[name] == pristine[name] for name in pristine)
+    kwargs = configurations["3d_fullres_scnas"]["architecture"]["arch_kwargs"]
+    assert kwargs["stem_width"] == 7 and Genotype.from_dict(kwargs["genotype"]) == mixed_genotype()
+    assert len(list(plans_file.parent.glob("nnUNetPlans.json.bak-*"))) == 2
+
+
+@pytest.mark.parametrize("shipped", sorted(plans_dir().glob("*.json")), ids=lambda path: path.stem)
+def test_shipped_genotypes_are_valid(shipped):
+    Genotype.from_dict(json.loads(shipped.read_text()))
+
+
+def _genotype_variant(change):
+    data = json.loads((plans_dir() / "plain_unet.json").read_text())
+    change(data)
+    return json.dumps(data)
+
+
+BAD_GENOTYPES = [  # (file content or None for a missing file, what the one-line error must say)
+    (None, "not found"),
+    ("{not json", "is not JSON"),
+    (_genotype_variant(lambda d: d["cells"].pop("reduction")), "missing cell type(s) 'reduction'"),
+    (_genotype_variant(lambda d: d["cells"]["expansion"].update({"2<-1": "conv_9x9x9"})), "not an op"),
+    (_genotype_variant(lambda d: d["cells"]["expansion"].update({"2<-1": "zero"})), "only 'zero' inputs"),
+    (_genotype_variant(lambda d: d.update(schema_version=SCHEMA_VERSION + 1)), "schema_version"),
+    (_genotype_variant(lambda d: d.update(search_space="darts-2d-cifar")), "search_space"),
+]
+
+
+def _expect_one_line_error(argv, capsys, expected: str, plans_file: Path):
+    before, backups = plans_file.read_bytes(), set(plans_file.parent.glob("*.bak-*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err and expected in err, err
+    assert plans_file.read_bytes() == before and set(plans_file.parent.glob("*.bak-*")) == backups
+
+
+@pytest.mark.parametrize("content, expected", BAD_GENOTYPES)
+def test_bad_genotype_is_one_line_and_leaves_plans_unchanged(content, expected, plans_file, tmp_path, capsys):
+    genotype_json = tmp_path / "genotype.json"
+    if content is not None:
+        genotype_json.write_text(content)
+    _expect_one_line_error(["export-plans", "-d", "951", "-g", str(genotype_json)], capsys, expected, plans_file)
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["-d", "951", "-c", "3d_lowres"], "no configuration '3d_lowres'"),
+    (["-d", "951", "-o", "3d_fullres", "--force"], "other than its source"),
+    (["-d", "960"], "does not exist: plan and preprocess"),  # in nnUNet_raw only
+    (["-d", "999"], "dataset '999' not found"),
+    (["-d", "951", "-g", "no_such_shipped_genotype"], "plain_unet"),  # the error lists the shipped ones
+])
+def test_bad_dataset_or_configuration_is_one_line_and_leaves_plans_unchanged(arguments, expected, plans_file, capsys):
+    (Path(os.environ["nnUNet_raw"]) / "Dataset960_NotPreprocessed").mkdir()
+    argv = ["export-plans", *arguments] + ([] if "-g" in arguments else ["-g", "plain_unet"])
+    _expect_one_line_error(argv, capsys, expected, plans_file)
+
+
+def test_existing_configuration_is_kept_without_force(plans_file, capsys):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "6"]) == 0
+    capsys.readouterr()
+    _expect_one_line_error(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "9"], capsys,
+                           "already has a configuration '3d_fullres_scnas'", plans_file)
+
+
+@pytest.mark.parametrize("width", ["0", "-4", "2.5", "wide"])
+def test_width_must_be_auto_or_a_positive_integer(width, plans_file, capsys):
+    before = plans_file.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", width])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "positive integer" in err
+    assert plans_file.read_bytes() == before
+
+
+# A fresh interpreter, as nnUNetv2_predict is: nothing of ours imported but the trainer-registration hook, and the
+# network built the way nnU-Net builds it (pydoc.locate on the class name in the plans).
+FRESH_PROCESS = """
+import json, sys
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+site_hook = ("nnunet_scnas._site", "nnunet_scnas.locations")
+imported = [m for m in sys.modules if m.startswith("nnunet_scnas.") and not m.startswith(site_hook)]
+assert not imported, imported
+plans_file, configuration, channels, classes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+manager = PlansManager(plans_file).get_configuration(configuration)
+network = get_network_from_plans(manager.network_arch_class_name, manager.network_arch_init_kwargs,
+                                 manager.network_arch_init_kwargs_req_import, channels, classes, deep_supervision=True)
+with torch.no_grad():
+    outputs = network(torch.zeros(1, channels, *manager.patch_size))
+print(json.dumps({"class": f"{type(network).__module__}.{type(network).__name__}",
+                  "outputs": [list(o.shape) for o in outputs], "strides": manager.pool_op_kernel_sizes,
+                  "patch_size": manager.patch_size}))
+"""
+
+
+def test_exported_plans_build_in_a_fresh_process_with_nnunets_deep_supervision_scales(plans_file, brain):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "4"]) == 0
+    env = dict(brain.env, nnUNet_preprocessed=os.environ["nnUNet_preprocessed"])
+    result = run([sys.executable, "-c", FRESH_PROCESS, plans_file, "3d_fullres_scnas", 4, 4], env)
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built["class"] == "nnunet_scnas.derived.SCNASUNet"
+    # nnU-Net's deep-supervision scales: 1 / cumprod(strides), the last one dropped
+    scales = (1 / np.cumprod(np.array(built["strides"]), axis=0))[:-1]
+    assert built["outputs"] == [[1, 4, *(np.array(built["patch_size"]) * s).astype(int).tolist()] for s in scales]
+
+
+# ------------------------------------------------------------------------------- the paper's recipe, unit
+
+def one_hot_logits(labels: torch.Tensor, classes: int, confidence: float = 20.0) -> torch.Tensor:
+    return confidence * torch.nn.functional.one_hot(labels, classes).movedim(-1, 1).float()
+
+
+@pytest.mark.parametrize("batch_iou", [False, True])
+def test_jaccard_loss_is_zero_for_a_perfect_prediction_and_one_for_a_disjoint_one(batch_iou):
+    labels = torch.randint(0, 3, (2, 6, 6, 6))
+    loss = SoftJaccardLoss(batch_iou=batch_iou)
+    assert loss(one_hot_logits(labels, 3), labels[:, None]) < 1e-3
+    assert loss(one_hot_logits((labels + 1) % 3, 3), labels[:, None]) > 0.99
+
+
+def test_jaccard_loss_matches_a_hand_computed_iou_and_ignores_the_ignore_label():
+    labels = torch.zeros(1, 1, 4, 1, 1, dtype=torch.long)
+    labels[0, 0, :2] = 1  # voxels 0, 1 are class 1
+    logits = one_hot_logits(torch.tensor([[[[1]], [[0]], [[1]], [[0]]]]), 2)  # predicts voxels 0 and 2
+    assert SoftJaccardLoss()(logits, labels).item() == pytest.approx(1 - 1 / 3, abs=1e-3)  # |A∩B| 1, |A∪B| 3
+    labels[0, 0, 2] = 7  # the wrong voxel becomes "ignore": intersection 1, union 2
+    assert SoftJaccardLoss(ignore_label=7)(logits, labels).item() == pytest.approx(1 - 1 / 2, abs=1e-3)
+
+
+def test_jaccard_loss_on_regions_uses_sigmoids_and_gives_gradients():
+    target = torch.randint(0, 2, (2, 3, 5, 5, 5)).float()
+    perfect = 20 * (2 * target - 1)
+    loss = SoftJaccardLoss(regions=True)
+    assert loss(perfect, target) < 1e-3
+    logits = torch.zeros_like(target, requires_grad=True)
+    loss(logits, target).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_training_loss_plateau_divides_the_lr_after_patience_and_resumes_from_logged_losses():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    schedule = TrainingLossPlateau(optimizer, patience=2, factor=0.2)
+    losses = [1.0, 0.9, 0.95, 0.91, 0.92]  # no improvement after 0.9 for 2, then 1 more epoch
+    schedule.step(0)  # nnU-Net's call at every epoch start changes nothing
+    reduced = [schedule.observe(loss) for loss in losses]
+    assert reduced == [False, False, False, True, False]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 * 0.2)
+
+    resumed = TrainingLossPlateau(optimizer, patience=2, factor=0.2)
+    resumed.resume(losses)
+    assert resumed.state_dict() == schedule.state_dict()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 * 0.2)  # the replay left the LR alone
+
+
+# ----------------------------------------------------------------------------- nnU-Net's commands, slow
+
+def results_folder(dataset: PlannedDataset, trainer: str, configuration: str = "3d_fullres_scnas") -> Path:
+    return Path(dataset.env["nnUNet_results"]) / dataset.name / f"{trainer}__nnUNetPlans__{configuration}"
+
+
+def predict_test_cases(dataset: PlannedDataset, trainer: str, output: Path):
+    run([BIN / "nnUNetv2_predict", "-i", dataset.raw / "imagesTs", "-o", output, "-d", dataset.dataset_id,
+         "-c", "3d_fullres_scnas", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+         "--disable_tta", "--disable_progress_bar"], dataset.env)
+    predicted = sorted(p.name for p in output.glob("*.nii.gz"))
+    assert predicted == sorted(p.name for p in (dataset.raw / "labelsTs").glob("*.nii.gz"))
+
+
+@pytest.mark.slow
+def test_stock_nnunet_trains_predicts_evaluates_and_ranks_the_exported_network(brain, tmp_path):
+    env = dict(brain.env, nnUNet_n_proc_DA="0")  # augmentation in the training process: 2 cores
+    run([BIN / "nnunet-scnas", "export-plans", "-d", brain.dataset_id, "-g", "plain_unet", "--width", "8"], env)
+    trainer = "nnUNetTrainerCPUBudget_quick"
+    run([BIN / "nnUNetv2_train", brain.dataset_id, "3d_fullres_scnas", "0", "-tr", trainer, "-device", "cpu"], env)
+    fold = results_folder(brain, trainer) / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert "mean" in json.loads((fold / "validation" / "summary.json").read_text())
+
+    predicted = tmp_path / "predicted"
+    predict_test_cases(brain, trainer, predicted)
+    run([BIN / "nnUNetv2_evaluate_folder", brain.raw / "labelsTs", predicted, "-djfile", brain.raw / "dataset.json",
+         "-pfile", results_folder(brain, trainer) / "plans.json", "-np", "1"], env)
+    summary = json.loads((predicted / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == 2 and 0 <= summary["foreground_mean"]["Dice"] <= 1
+
+    run([BIN / "nnUNetv2_find_best_configuration", brain.dataset_id, "-c", "3d_fullres_scnas", "-tr", trainer,
+         "-f", "0", "--disable_ensembling", "-np", "1"], env)
+    instructions = (Path(env["nnUNet_results"]) / brain.name / "inference_instructions.txt").read_text()
+    assert f"-c 3d_fullres_scnas" in instructions and f"-tr {trainer}" in instructions
+
+
+@pytest.mark.slow
+def test_transfer_onto_the_ct_set_trains_with_the_paper_recipe_and_predicts(tmp_path_factory, tmp_path):
+    lung = plan_dataset(tmp_path_factory.mktemp("lung"), "lungnodule", 952, cases=5, test_cases=1)
+    env = dict(lung.env, nnUNet_n_proc_DA="0")
+    genotype_json = tmp_path / "genotype.json"
+    genotype_json.write_text(json.dumps(mixed_genotype().to_dict()))
+    run([BIN / "nnunet-scnas", "export-plans", "-d", lung.dataset_id, "-g", genotype_json, "--width", "6"], env)
+    trainer = "nnUNetTrainerSCNASPaper_quick"
+    run([BIN / "nnUNetv2_train", lung.dataset_id, "3d_fullres_scnas", "0", "-tr", trainer, "-device", "cpu"], env)
+    log = next((results_folder(lung, trainer) / "fold_0").glob("training_log_*.txt")).read_text()
+    assert "Current learning rate: 0.0003" in log and "train_loss" in log
+    predict_test_cases(lung, trainer, tmp_path / "predicted")

@@ -1,0 +1,196 @@
+"""nnUNetTrainerSCNASSearch: the search through nnU-Net's own entry point, exact resume, and bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BIN, run_command
+from nnunet_scnas.errors import UserError
+from nnunet_scnas.genotype import CELL_TYPES, Genotype
+from nnunet_scnas.nnunet.bilevel_split import split_weight_and_architecture
+from nnunet_scnas.nnunet.search_state import PlateauSchedule
+
+SEARCH_TRAINER = "nnUNetTrainerSCNASSearch_cpuQuick"
+
+
+def fold_folder(results, dataset, trainer=SEARCH_TRAINER, configuration="3d_fullres", fold=0):
+    return results / dataset.name / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+
+
+# ---------------------------------------------------------------- pieces, no nnU-Net run
+
+@pytest.mark.parametrize("num_cases", [5, 8, 13, 40])
+def test_bilevel_split_is_4_to_1_disjoint_and_seeded(num_cases):
+    cases = [f"case_{i:03d}" for i in range(num_cases)]
+    weight, architecture = split_weight_and_architecture(cases, seed=3)
+    assert sorted(weight + architecture) == cases and not set(weight) & set(architecture)
+    assert len(architecture) == max(1, round(0.2 * num_cases))
+    assert (weight, architecture) == split_weight_and_architecture(list(reversed(cases)), seed=3)
+    assert (weight, architecture) != split_weight_and_architecture(cases, seed=4) or num_cases == 5
+
+
+def test_bilevel_split_needs_five_cases():
+    with pytest.raises(UserError, match="at least 5"):
+        split_weight_and_architecture(["a", "b", "c", "d"], seed=0)
+
+
+def test_plateau_schedule_reduces_lr_after_patience_epochs_without_improvement():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plateau = PlateauSchedule(optimizer, patience=3, factor=0.1)
+    reduced = [plateau.observe(loss) for loss in [5, 4, 4.5, 4.2, 4.1, 3.9, 4, 4, 4]]
+    assert reduced == [False, False, False, False, True, False, False, False, True]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    restored = PlateauSchedule(optimizer, patience=3, factor=0.1)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.state_dict() == plateau.state_dict()
+
+
+# ---------------------------------------------------------------- the real entry point
+
+@pytest.mark.slow
+def test_search_runs_through_nnunetv2_train(search_dataset, tmp_path):
+    results = tmp_path / "results"
+    env = search_dataset.env_with_results(results)
+    run_command([BIN / "nnUNetv2_train", search_dataset.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER,
+                 "-device", "cpu"], env)
+    folder = fold_folder(results, search_dataset)
+
+    genotype = Genotype.from_dict(json.loads((folder / "genotype.json").read_text()))
+    history = json.loads((folder / "alpha_history.json").read_text())["epochs"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert Genotype.from_dict(history[-1]["genotype"]) == genotype
+    assert all(np.array(history[-1]["alphas"][c]).shape == (14, 8) for c in CELL_TYPES)
+    assert history[0]["tau"] > history[1]["tau"]
+    for picture in ["search_progress.png", *(f"cells/{c}.png" for c in CELL_TYPES)]:
+        assert (folder / picture).read_bytes()[:4] == b"\x89PNG", picture
+
+    # the search never saw the fold's validation cases
+    split = json.loads((folder / "bilevel_split.json").read_text())
+    nnunet_split = json.loads((search_dataset.preprocessed / "splits_final.json").read_text())[0]
+    assert sorted(split["weight"] + split["architecture"]) == sorted(nnunet_split["train"])
+    assert not set(split["weight"] + split["architecture"]) & set(nnunet_split["val"])
+
+    # nnU-Net's end-of-training validation ran on the argmax architecture and finished cleanly
+    assert (folder / "validation" / "summary.json").is_file()
+    assert (folder / "checkpoint_final.pth").is_file()
+    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    assert "architecture entropy" in log and "ARGMAX architecture" in log
+
+
+def _run_search(dataset, results, stop_after_epoch=None, resume=False):
+    """The search in this process, as nnUNetv2_train runs it; optionally interrupted after an epoch."""
+    import os
+
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    os.environ.update(dataset.env_with_results(results, nnUNet_n_proc_DA="0"))
+    trainer = get_trainer_from_args(str(dataset.dataset_id), "3d_fullres", 0, SEARCH_TRAINER,
+                                    device=torch.device("cpu"))
+    if stop_after_epoch is not None:
+        finish_epoch = trainer.on_epoch_end
+
+        def on_epoch_end():
+            finish_epoch()
+            if trainer.current_epoch > stop_after_epoch:
+                raise KeyboardInterrupt  # like Ctrl-C once the epoch's checkpoint is written
+
+        trainer.on_epoch_end = on_epoch_end
+    maybe_load_checkpoint(trainer, resume, False)
+    try:
+        trainer.run_training()
+    except KeyboardInterrupt:
+        pass
+    return fold_folder(results, dataset)
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_search_equals_uninterrupted(search_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        "nnunetv2.training.nnUNetTrainer.nnUNetTrainer.nnUNetTrainer.perform_actual_validation",
+        lambda self, *a, **k: None)  # validation is not what this test is about
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA"):
+        monkeypatch.setenv(variable, "unset")  # restored after the test; _run_search sets them
+    whole = _run_search(search_dataset, tmp_path / "whole")
+    _run_search(search_dataset, tmp_path / "resumed", stop_after_epoch=0)
+    resumed = _run_search(search_dataset, tmp_path / "resumed", resume=True)
+
+    def alphas(folder):
+        return json.loads((folder / "alpha_history.json").read_text())["epochs"]
+
+    assert [h["epoch"] for h in alphas(resumed)] == [h["epoch"] for h in alphas(whole)] == [0, 1]
+    for a, b in zip(alphas(whole), alphas(resumed)):
+        for cell_type in CELL_TYPES:
+            np.testing.assert_allclose(a["alphas"][cell_type], b["alphas"][cell_type], rtol=0, atol=1e-5)
+        assert a["tau"] == b["tau"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+    assert (whole / "genotype.json").read_text() == (resumed / "genotype.json").read_text()
+    # the logits moved at all: the equality above is not that of two untouched initialisations
+    first, last = alphas(whole)[0]["alphas"], alphas(whole)[-1]["alphas"]
+    assert any(not np.allclose(first[c], last[c]) for c in CELL_TYPES)
+
+
+# ---------------------------------------------------------------- bad input: one clear line, before training
+
+def _train_fails(env, *args):
+    result = run_command([BIN / "nnUNetv2_train", *args, "-device", "cpu"], env, check=False)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("nnunet-scnas: error:"), result.stderr[-2000:]
+    assert "Epoch 0" not in result.stdout
+    return last_line
+
+
+@pytest.mark.slow
+def test_2d_configuration_is_refused(search_dataset, tmp_path):
+    env = search_dataset.env_with_results(tmp_path / "results")
+    assert "3D" in _train_fails(env, search_dataset.dataset_id, "2d", 0, "-tr", SEARCH_TRAINER)
+
+
+@pytest.mark.slow
+def test_plan_without_three_downsamplings_is_refused(search_dataset, tmp_path):
+    plans = json.loads(search_dataset.pristine_plans)
+    architecture = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    architecture["strides"] = architecture["strides"][:3]
+    architecture["n_stages"] = 3
+    (search_dataset.preprocessed / "shallowPlans.json").write_text(json.dumps(plans))
+    env = search_dataset.env_with_results(tmp_path / "results")
+    line = _train_fails(env, search_dataset.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER, "-p", "shallowPlans")
+    assert "3 downsamplings" in line and "has 2" in line
+
+
+@pytest.mark.slow
+def test_fold_with_fewer_than_five_training_cases_is_refused(search_dataset, tmp_path):
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (search_dataset.raw / "labelsTr").iterdir())
+    split_file = search_dataset.preprocessed / "splits_final.json"
+    original = split_file.read_bytes() if split_file.is_file() else None
+    try:  # a split file of the user's whose fold 0 trains on 4 cases
+        split_file.write_text(json.dumps([{"train": cases[:4], "val": cases[4:]}]))
+        env = search_dataset.env_with_results(tmp_path / "results")
+        line = _train_fails(env, search_dataset.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER)
+    finally:
+        split_file.write_bytes(original) if original is not None else split_file.unlink()
+    assert "at least 5" in line and "has 4" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["garbage", "other_search_space", "other_supernet"])
+def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(search_dataset, tmp_path, damage):
+    results = tmp_path / "results"
+    folder = fold_folder(results, search_dataset)
+    folder.mkdir(parents=True)
+    if damage == "garbage":
+        (folder / "checkpoint_latest.pth").write_bytes(b"not a checkpoint, half written")
+    else:
+        from nnunet_scnas.supernet import SCNASSupernet
+
+        width = 4 if damage == "other_search_space" else 6
+        network = SCNASSupernet(4, 4, width, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]])
+        torch.save({"network_weights": network.state_dict(), "trainer_name": SEARCH_TRAINER,
+                    "optimizer_state": {"search_space": "another-space" if damage == "other_search_space"
+                                        else "scnas-3d-4node-8op-v1", "architecture": {}}},
+                   folder / "checkpoint_latest.pth")
+    env = search_dataset.env_with_results(results)
+    line = _train_fails(env, search_dataset.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER, "--c")
+    expected = {"garbage": "damaged", "other_search_space": "another-space", "other_supernet": "different supernet"}
+    assert expected[damage] in line and "checkpoint_" in line

@@ -1,0 +1,27 @@
+"""Stock nnU-Net, only with a training budget sized for 2 CPU cores.
+
+The demo trains both sides of its comparison (stock `3d_fullres` and the derived `3d_fullres_scnas`) with
+this same trainer, so that the architecture is the only difference. Everything else is nnU-Net's recipe.
+"""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainerCPUBudget(nnUNetTrainer):
+    num_epochs_budget = 20
+    iterations_per_epoch_budget = 25
+    val_iterations_per_epoch_budget = 5
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.num_epochs_budget
+        self.num_iterations_per_epoch = self.iterations_per_epoch_budget
+        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch_budget
+
+
+class nnUNetTrainerCPUBudget_quick(nnUNetTrainerCPUBudget):
+    """A few minutes on 2 cores: for tests and `nnunet-scnas demo --quick`."""
+    num_epochs_budget = 2
+    iterations_per_epoch_budget = 3
+    val_iterations_per_epoch_budget = 2

@@ -1,0 +1,229 @@
+"""`nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainerSCNASSearch`: the SCNAS architecture search.
+
+Bi-level and first-order, as in the paper (§2.2, Algorithm 1): the fold's training cases are split 4:1 into a
+weight set and an architecture set; each iteration takes one weight step on a weight-set batch and one
+architecture step on an architecture-set batch, each with a freshly sampled two-op architecture. The fold's
+validation cases are never seen by the search. Everything else is nnU-Net's: plans, patch size,
+preprocessing, augmentation, deep-supervision loss, logging, checkpoints (`--c` resumes exactly).
+
+nnU-Net's data loader for the architecture set is its validation loader (random patches, no augmentation),
+and its per-epoch "pseudo Dice" is that of the current argmax architecture on the architecture set.
+"""
+import os
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+
+from nnunet_scnas.errors import exit_on_user_error
+from nnunet_scnas.nnunet.bilevel_split import load_or_make_split
+from nnunet_scnas.nnunet.plan_strides import scnas_strides
+from nnunet_scnas.nnunet.search_checkpoint import check_search_checkpoint
+from nnunet_scnas.nnunet.search_report import SearchReport, draw_cells
+from nnunet_scnas.nnunet.search_state import PlateauSchedule, SearchOptimizer, TemperatureSchedule, seed_everything
+from nnunet_scnas.sampler import TAU_END, TAU_START
+from nnunet_scnas.supernet import SCNASSupernet
+
+
+class nnUNetTrainerSCNASSearch(nnUNetTrainer):
+    # Search hyperparameters (paper §2.2 and §3). Variants change these class attributes, never the constructor.
+    search_epochs = 200
+    search_iterations_per_epoch = 250
+    search_val_iterations_per_epoch = 20
+    stem_width = 48
+    weight_lr = 0.025
+    weight_betas = (0.1, 0.001)  # as printed in the paper
+    arch_lr = 3e-3
+    arch_betas = (0.5, 0.999)
+    plateau_patience = 20  # epochs without a lower training loss before the weight LR is multiplied by 0.1
+    plateau_factor = 0.1
+    tau_start = TAU_START
+    tau_end = TAU_END
+    search_seed = 12345  # the 4:1 split and the architecture sampler
+    grad_clip = 12.0  # nnU-Net's own clipping norm
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.search_epochs
+        self.num_iterations_per_epoch = self.search_iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.search_val_iterations_per_epoch
+        self.save_every = 1  # a search is long: --c resumes from the last finished epoch
+        with exit_on_user_error():  # an unusable plan fails here, before anything is trained
+            self.search_strides = scnas_strides(self.configuration_manager, configuration)
+        self.report = None
+
+    def initialize(self):
+        # one seed for the supernet's initial weights and the global streams nnU-Net's data loading draws
+        # from: a search is reproducible when augmentation runs in this process (nnUNet_n_proc_DA=0)
+        seed_everything(self.search_seed)
+        super().initialize()
+
+    def _do_i_compile(self):
+        return False  # the sampled graph changes every step
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        with exit_on_user_error():
+            strides = scnas_strides(configuration_manager)
+        network = SCNASSupernet(num_input_channels, num_output_channels, cls.stem_width, strides,
+                                deep_supervision=enable_deep_supervision)
+        network.mode = "argmax"  # what inference from a search checkpoint sees; the search itself samples
+        return network
+
+    @property
+    def supernet(self) -> SCNASSupernet:
+        return self.network.module if self.is_ddp else self.network
+
+    def _get_deep_supervision_scales(self):
+        # the supernet has 3 resolution stages below the stem, whatever the plan's depth
+        if not self.enable_deep_supervision:
+            return None
+        return list(list(s) for s in 1 / np.cumprod(np.vstack(self.search_strides), axis=0))[:-1]
+
+    def configure_optimizers(self):
+        generator = torch.Generator().manual_seed(self.search_seed)
+        self.network.generator = generator
+        weights = torch.optim.Adam(self.network.weight_parameters(), self.weight_lr, betas=self.weight_betas)
+        architecture = torch.optim.Adam(self.network.arch_parameters(), self.arch_lr, betas=self.arch_betas)
+        optimizer = SearchOptimizer(weights, architecture,
+                                    PlateauSchedule(weights, self.plateau_patience, self.plateau_factor), generator)
+        return optimizer, TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end)
+
+    def get_tr_and_val_datasets(self):
+        # nnU-Net's "train" and "val" loaders become the weight-set and architecture-set loaders
+        fold_training_cases, _ = self.do_split()
+        with exit_on_user_error():
+            weight_cases, architecture_cases = load_or_make_split(self.output_folder, fold_training_cases,
+                                                                  self.search_seed)
+        self.print_to_log_file(f"Search split of the fold's {len(fold_training_cases)} training cases: "
+                               f"{len(weight_cases)} weight, {len(architecture_cases)} architecture "
+                               f"(the fold's validation cases are not used by the search)")
+        return tuple(self.dataset_class(self.preprocessed_dataset_folder, cases,
+                                        folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
+                     for cases in (weight_cases, architecture_cases))
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.report = SearchReport(self.output_folder)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()  # also anneals tau (TemperatureSchedule)
+        self.optimizer.apply_pending_random_state()
+        self.supernet.mode = "two_op"
+        self.print_to_log_file(f"tau {self.supernet.tau:.3f}, architecture lr {self.arch_lr}")
+
+    def _step(self, batch: dict, optimizer: torch.optim.Optimizer) -> np.ndarray:
+        data = batch['data'].to(self.device, non_blocking=True)
+        target = batch['target']
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context():
+            loss = self.loss(self.network(data), target)  # a fresh two-op sample in every forward
+        params = [p for group in optimizer.param_groups for p in group['params']]
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            self.grad_scaler.step(optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            optimizer.step()
+        return loss.detach().cpu().numpy()
+
+    def train_step(self, batch: dict) -> dict:
+        weight_loss = self._step(batch, self.optimizer.weights)
+        architecture_loss = self._step(next(self.dataloader_val), self.optimizer.architecture)
+        return {'loss': weight_loss, 'architecture_loss': architecture_loss}
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        self._architecture_loss = float(np.mean([o['architecture_loss'] for o in train_outputs]))
+        train_loss = self.logger.get_value('train_losses', step=-1)
+        if self.optimizer.plateau.observe(train_loss):
+            self.print_to_log_file(f"training loss plateaued for {self.plateau_patience} epochs: weight lr -> "
+                                   f"{self.optimizer.param_groups[0]['lr']:.2e}")
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self.supernet.mode = "argmax"  # pseudo Dice of the current architecture on the architecture set
+
+    def on_epoch_end(self):
+        if self.local_rank == 0:
+            self._report_epoch()
+        super().on_epoch_end()
+
+    def _report_epoch(self):
+        network = self.supernet
+        genotype = network.genotype()
+        lines = self.report.record_epoch(
+            self.current_epoch, dict(network.alphas.items()), genotype, tau=network.tau,
+            train_loss=float(self.logger.get_value('train_losses', step=-1)),
+            architecture_loss=self._architecture_loss, weight_lr=self.optimizer.param_groups[0]['lr'])
+        self.report.write(genotype)
+        self.print_to_log_file(f"architecture loss {self._architecture_loss:.4f}")
+        for line in lines:
+            self.print_to_log_file(line)
+
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net writes checkpoints in place; a kill mid-write must not leave a corrupt one
+        partial = filename + ".partial"
+        super().save_checkpoint(partial)
+        if os.path.isfile(partial):
+            os.replace(partial, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        with exit_on_user_error():
+            check_search_checkpoint(filename_or_checkpoint, self.supernet)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def on_train_end(self):
+        super().on_train_end()
+        if self.local_rank == 0:
+            genotype = self.supernet.genotype()
+            self.report.write(genotype)
+            drawings = draw_cells(genotype, os.path.join(self.output_folder, "cells"))
+            self.print_to_log_file(f"Search finished. Genotype: {os.path.join(self.output_folder, 'genotype.json')}\n"
+                                   f"Cell drawings: {', '.join(map(str, drawings))}\n"
+                                   f"Next: nnunet-scnas export-plans -d {self.plans_manager.dataset_name} -g "
+                                   f"{os.path.join(self.output_folder, 'genotype.json')}")
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.supernet.mode = "argmax"
+        self.print_to_log_file("Validation of the search fold: nnU-Net's usual validation of the ARGMAX architecture "
+                               "with the supernet's weights (an indication only: retrain the exported genotype for "
+                               "real numbers).")
+        super().perform_actual_validation(save_probabilities)
+
+
+class nnUNetTrainerSCNASSearch_5epochs(nnUNetTrainerSCNASSearch):
+    search_epochs = 5
+
+
+class nnUNetTrainerSCNASSearch_50epochs(nnUNetTrainerSCNASSearch):
+    search_epochs = 50
+
+
+class nnUNetTrainerSCNASSearch_cpu(nnUNetTrainerSCNASSearch):
+    """Sized for 2 CPU cores (minutes): the demo's search. Narrow supernet, short epochs."""
+    search_epochs = 12
+    search_iterations_per_epoch = 10
+    search_val_iterations_per_epoch = 2
+    stem_width = 8
+    plateau_patience = 4
+
+
+class nnUNetTrainerSCNASSearch_cpuQuick(nnUNetTrainerSCNASSearch_cpu):
+    """Tests and `nnunet-scnas demo --quick`: a handful of iterations."""
+    search_epochs = 2
+    search_iterations_per_epoch = 2
+    search_val_iterations_per_epoch = 1
+    stem_width = 4
