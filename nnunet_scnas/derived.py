@@ -1,5 +1,6 @@
 """The derived network: the searched cells with their chosen ops only, retrained from scratch (paper §3)."""
 import torch
+from torch import nn
 
 from .cell import Cell
 from .genotype import Genotype
@@ -35,3 +36,15 @@ class SCNASUNet(UNetMacro):
 
     def forward(self, x: torch.Tensor):
         return self._forward(x, None)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """He initialisation of convs for LeakyReLU(0.01), the one nnU-Net gives its own networks.
+
+        nnU-Net applies `network.initialize` when it builds a plans architecture (`get_network_from_plans`),
+        so the retrained network starts like the stock one it is compared with.
+        """
+        if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(module.weight, a=1e-2)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

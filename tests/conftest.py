@@ -73,3 +73,9 @@ def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases:
 def search_dataset(tmp_path_factory):
     """7 brain-tumour-like cases: fold 0 then trains on 5, the fewest a 4:1 weight/architecture split takes."""
     return plan_dataset(tmp_path_factory.mktemp("search"), "braintumour", 961, cases=7, test_cases=0)
+
+
+@pytest.fixture(scope="session")
+def nnunet_env_base():
+    """A shell's basics and nothing of nnU-Net's: for commands that set up their own folders (the demo)."""
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}

@@ -3,6 +3,8 @@
 One tiny brain-tumour set is generated and planned once for the whole file. Export tests work on a private
 copy of its plans; the slow end-to-end tests train on the shared preprocessed data.
 """
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -14,18 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nnunetv2.run.run_training import get_trainer_from_args
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scnas.cli.main import main
 from nnunet_scnas.flops import derived_flops
 from nnunet_scnas.genotype import CELL_TYPES, SCHEMA_VERSION, Genotype
 from nnunet_scnas.locations import plans_dir
+from nnunet_scnas.nnunet.datasets import DATASETS
 from nnunet_scnas.nnunet.export_plans import AUTO_WIDTH_TOLERANCE
 from nnunet_scnas.nnunet.jaccard_loss import SoftJaccardLoss
 from nnunet_scnas.nnunet.plateau_lr import TrainingLossPlateau
 
 BIN = Path(sys.executable).parent
-SIZE = 40  # the smallest size for which nnU-Net plans three downsamplings (docs/datasets.md)
 
 
 @dataclass
@@ -51,8 +55,8 @@ def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases:
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / variable).mkdir(parents=True)
         env[variable] = str(root / variable)
-    run([BIN / "nnunet-scnas", "make-dataset", name, "--cases", cases, "--test-cases", test_cases, "--size", SIZE,
-         "--id", dataset_id], env)
+    run([BIN / "nnunet-scnas", "make-dataset", name, "--cases", cases, "--test-cases", test_cases,
+         "--size", DATASETS[name].min_size, "--id", dataset_id], env)  # the smallest size with 3 downsamplings
     run([BIN / "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", "1", "-npfp", "1",
          "--no_pbar"], env)
     raw = next((root / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
@@ -285,6 +289,28 @@ def test_training_loss_plateau_divides_the_lr_after_patience_and_resumes_from_lo
     resumed.resume(losses)
     assert resumed.state_dict() == schedule.state_dict()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 * 0.2)  # the replay left the LR alone
+
+
+def nnunet_trainer(name: str, configuration: str = "3d_fullres_scnas"):
+    """A trainer found and built by nnUNetv2_train's own code, initialized (network, optimizer, loss)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = get_trainer_from_args("951", configuration, 0, name, device=torch.device("cpu"))
+        trainer.initialize()
+    return trainer
+
+
+def test_paper_trainer_uses_adam_the_plateau_rule_and_jaccard_under_nnunets_deep_supervision(plans_file, brain):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "4"]) == 0
+    data = json.loads(brain.pristine_plans)["configurations"]["3d_fullres"]["data_identifier"]
+    (plans_file.parent / data).symlink_to(brain.preprocessed / data)  # the trainer looks at the data, read only
+    paper, stock = nnunet_trainer("nnUNetTrainerSCNASPaper"), nnunet_trainer("nnUNetTrainer")
+    assert paper.num_epochs == 500
+    assert type(paper.optimizer) is torch.optim.Adam
+    assert paper.optimizer.param_groups[0]["lr"] == 3e-4 and paper.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+    assert isinstance(paper.lr_scheduler, TrainingLossPlateau)
+    assert (paper.lr_scheduler.patience, paper.lr_scheduler.factor) == (30, 0.2)
+    assert isinstance(paper.loss, DeepSupervisionWrapper) and isinstance(paper.loss.loss, SoftJaccardLoss)
+    assert len(paper.loss.weight_factors) == 3 and paper.loss.weight_factors == stock.loss.weight_factors
 
 
 # ----------------------------------------------------------------------------- nnU-Net's commands, slow

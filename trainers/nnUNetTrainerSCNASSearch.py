@@ -197,11 +197,11 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
                                    f"{os.path.join(self.output_folder, 'genotype.json')}")
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        self.supernet.mode = "argmax"
-        self.print_to_log_file("Validation of the search fold: nnU-Net's usual validation of the ARGMAX architecture "
-                               "with the supernet's weights (an indication only: retrain the exported genotype for "
-                               "real numbers).")
-        super().perform_actual_validation(save_probabilities)
+        # The supernet's weights were trained for sampled sub-networks, not for the argmax one: its Dice on the
+        # fold's validation cases would mislead. The number that counts comes from retraining the genotype.
+        self.print_to_log_file("Validation skipped for the search: the fold's validation cases are left for the "
+                               "retrained network (nnunet-scnas export-plans, then nnUNetv2_train with the new "
+                               "configuration).")
 
 
 class nnUNetTrainerSCNASSearch_5epochs(nnUNetTrainerSCNASSearch):

@@ -163,8 +163,11 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
     genotype = load_genotype(genotype)
     dataset_name, plans_file = find_plans_file(dataset, plans_name)
     original = plans_file.read_bytes()
-    plans = json.loads(original)
-    configurations = plans["configurations"]
+    try:
+        plans = json.loads(original)
+        configurations = plans["configurations"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{plans_file} is not an nnU-Net plans file (rerun nnUNetv2_plan_experiment)") from None
     if source not in configurations:
         raise UserError(f"{plans_file} has no configuration {source!r} to export from "
                         f"(it has: {', '.join(configurations)})")
