@@ -1,7 +1,5 @@
 """The embedded synthetic datasets: determinism, nnU-Net's raw format, anatomy promises, bad input, planning."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from nnunet_scnas.nnunet.datasets import DATASETS, make_dataset, raw_writer
 from nnunet_scnas.nnunet.datasets.phantom import SyntheticCase, case_rng
 from nnunet_scnas.nnunet.datasets.threshold_baseline import threshold_baseline
 
-BIN = Path(sys.executable).parent
+from conftest import SMALL_SIZE
 NAMES = sorted(DATASETS)
 
 
@@ -330,24 +328,17 @@ def test_cli_help_lists_the_datasets_with_their_descriptions(capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_nnunet_plans_three_downsamplings_and_preprocesses(name, nnunet_env):
-    cases = 6
-    folder = make_dataset(name, nnunet_env["nnUNet_raw"], cases=cases, test_cases=0, size=DATASETS[name].min_size)
-    dataset_id = DATASETS[name].dataset_id
-    result = subprocess.run(
-        [str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres",
-         "--verify_dataset_integrity", "-np", "1", "-npfp", "1", "--no_pbar"],
-        env=nnunet_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / folder.name
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    fullres = plans["configurations"]["3d_fullres"]
+def test_nnunet_plans_three_downsamplings_and_preprocesses(name, request):
+    # the session's shared datasets: nnUNetv2_plan_and_preprocess ran on each at its smallest size
+    dataset = request.getfixturevalue(f"planned_{name}")
+    assert DATASETS[name].min_size <= SMALL_SIZE
+    fullres = json.loads(dataset.pristine_plans)["configurations"]["3d_fullres"]
     strides = fullres["architecture"]["arch_kwargs"]["strides"]
     assert len(strides) >= 4, f"nnU-Net planned only {len(strides) - 1} downsamplings: {strides}"
     assert all(np.prod(s) > 1 for s in strides[1:4])
-    data_folder = preprocessed / fullres["data_identifier"]
-    for index in range(cases):
-        case_id = f"{DATASETS[name].case_prefix}_{index:03d}"
+    data_folder = dataset.preprocessed / fullres["data_identifier"]
+    case_ids = sorted(p.name.removesuffix(".nii.gz") for p in (dataset.raw / "labelsTr").iterdir())
+    assert case_ids
+    for case_id in case_ids:
         assert list(data_folder.glob(f"{case_id}.*")), f"{case_id} was not preprocessed"
         assert list(data_folder.glob(f"{case_id}_seg.*"))

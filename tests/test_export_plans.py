@@ -8,9 +8,7 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,51 +22,20 @@ from nnunet_scnas.cli.main import main
 from nnunet_scnas.flops import derived_flops
 from nnunet_scnas.genotype import CELL_TYPES, SCHEMA_VERSION, Genotype
 from nnunet_scnas.locations import plans_dir
-from nnunet_scnas.nnunet.datasets import DATASETS
 from nnunet_scnas.nnunet.export_plans import AUTO_WIDTH_TOLERANCE
 from nnunet_scnas.nnunet.jaccard_loss import SoftJaccardLoss
 from nnunet_scnas.nnunet.plateau_lr import TrainingLossPlateau
 
-BIN = Path(sys.executable).parent
+from conftest import BIN, PlannedDataset, run_command
 
 
-@dataclass
-class PlannedDataset:
-    dataset_id: int
-    name: str
-    env: dict
-    raw: Path
-    preprocessed: Path
-    pristine_plans: bytes  # the planner's plans file, before any export
+def run(command, env, timeout=900):
+    return run_command(command, env, timeout=timeout)
 
 
-def run(command, env, timeout=600):
-    result = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases: int) -> PlannedDataset:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8",
-           # one worker everywhere: 2 cores. (nnUNet_n_proc_DA=0 would crash the planner in nnU-Net 2.8.1.)
-           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / variable).mkdir(parents=True)
-        env[variable] = str(root / variable)
-    run([BIN / "nnunet-scnas", "make-dataset", name, "--cases", cases, "--test-cases", test_cases,
-         "--size", DATASETS[name].min_size, "--id", dataset_id], env)  # the smallest size with 3 downsamplings
-    run([BIN / "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", "1", "-npfp", "1",
-         "--no_pbar"], env)
-    raw = next((root / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
-    preprocessed = root / "nnUNet_preprocessed" / raw.name
-    pristine_plans = (preprocessed / "nnUNetPlans.json").read_bytes()
-    return PlannedDataset(dataset_id, raw.name, env, raw, preprocessed, pristine_plans)
-
-
-@pytest.fixture(scope="module")
-def brain(tmp_path_factory):
-    # 5 cases: fold 0 validates on one, which keeps nnU-Net's end-of-training validation short
-    return plan_dataset(tmp_path_factory.mktemp("brain"), "braintumour", 951, cases=5, test_cases=2)
+@pytest.fixture
+def brain(planned_braintumour):
+    return planned_braintumour
 
 
 @pytest.fixture
@@ -347,12 +314,12 @@ def test_stock_nnunet_trains_predicts_evaluates_and_ranks_the_exported_network(b
     run([BIN / "nnUNetv2_find_best_configuration", brain.dataset_id, "-c", "3d_fullres_scnas", "-tr", trainer,
          "-f", "0", "--disable_ensembling", "-np", "1"], env)
     instructions = (Path(env["nnUNet_results"]) / brain.name / "inference_instructions.txt").read_text()
-    assert f"-c 3d_fullres_scnas" in instructions and f"-tr {trainer}" in instructions
+    assert "-c 3d_fullres_scnas" in instructions and f"-tr {trainer}" in instructions
 
 
 @pytest.mark.slow
-def test_transfer_onto_the_ct_set_trains_with_the_paper_recipe_and_predicts(tmp_path_factory, tmp_path):
-    lung = plan_dataset(tmp_path_factory.mktemp("lung"), "lungnodule", 952, cases=5, test_cases=1)
+def test_transfer_onto_the_ct_set_trains_with_the_paper_recipe_and_predicts(planned_lungnodule, tmp_path):
+    lung = planned_lungnodule
     env = dict(lung.env, nnUNet_n_proc_DA="0")
     genotype_json = tmp_path / "genotype.json"
     genotype_json.write_text(json.dumps(mixed_genotype().to_dict()))

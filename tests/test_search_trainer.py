@@ -49,12 +49,12 @@ def test_plateau_schedule_reduces_lr_after_patience_epochs_without_improvement()
 # ---------------------------------------------------------------- the real entry point
 
 @pytest.mark.slow
-def test_search_runs_through_nnunetv2_train(search_dataset, tmp_path):
+def test_search_runs_through_nnunetv2_train(planned_braintumour, tmp_path):
     results = tmp_path / "results"
-    env = search_dataset.env_with_results(results)
-    run_command([BIN / "nnUNetv2_train", search_dataset.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER,
+    env = planned_braintumour.env_with_results(results)
+    run_command([BIN / "nnUNetv2_train", planned_braintumour.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER,
                  "-device", "cpu"], env)
-    folder = fold_folder(results, search_dataset)
+    folder = fold_folder(results, planned_braintumour)
 
     genotype = Genotype.from_dict(json.loads((folder / "genotype.json").read_text()))
     history = json.loads((folder / "alpha_history.json").read_text())["epochs"]
@@ -67,7 +67,7 @@ def test_search_runs_through_nnunetv2_train(search_dataset, tmp_path):
 
     # the search never saw the fold's validation cases
     split = json.loads((folder / "bilevel_split.json").read_text())
-    nnunet_split = json.loads((search_dataset.preprocessed / "splits_final.json").read_text())[0]
+    nnunet_split = json.loads((planned_braintumour.preprocessed / "splits_final.json").read_text())[0]
     assert sorted(split["weight"] + split["architecture"]) == sorted(nnunet_split["train"])
     assert not set(split["weight"] + split["architecture"]) & set(nnunet_split["val"])
 
@@ -104,12 +104,12 @@ def _run_search(dataset, results, stop_after_epoch=None, resume=False):
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_search_equals_uninterrupted(search_dataset, tmp_path, monkeypatch):
+def test_interrupted_and_resumed_search_equals_uninterrupted(planned_braintumour, tmp_path, monkeypatch):
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA"):
         monkeypatch.setenv(variable, "unset")  # restored after the test; _run_search sets them
-    whole = _run_search(search_dataset, tmp_path / "whole")
-    _run_search(search_dataset, tmp_path / "resumed", stop_after_epoch=0)
-    resumed = _run_search(search_dataset, tmp_path / "resumed", resume=True)
+    whole = _run_search(planned_braintumour, tmp_path / "whole")
+    _run_search(planned_braintumour, tmp_path / "resumed", stop_after_epoch=0)
+    resumed = _run_search(planned_braintumour, tmp_path / "resumed", resume=True)
 
     def alphas(folder):
         return json.loads((folder / "alpha_history.json").read_text())["epochs"]
@@ -147,9 +147,9 @@ def _refusal(dataset, tmp_path, monkeypatch, configuration="3d_fullres", plans="
 
 
 @pytest.mark.slow
-def test_refusal_through_the_entry_point_is_one_line(search_dataset, tmp_path):
-    env = search_dataset.env_with_results(tmp_path / "results")
-    result = run_command([BIN / "nnUNetv2_train", search_dataset.dataset_id, "2d", 0, "-tr", SEARCH_TRAINER,
+def test_refusal_through_the_entry_point_is_one_line(planned_braintumour, tmp_path):
+    env = planned_braintumour.env_with_results(tmp_path / "results")
+    result = run_command([BIN / "nnUNetv2_train", planned_braintumour.dataset_id, "2d", 0, "-tr", SEARCH_TRAINER,
                           "-device", "cpu"], env, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("nnunet-scnas: error: SCNAS searches 3D networks")
@@ -157,29 +157,29 @@ def test_refusal_through_the_entry_point_is_one_line(search_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_2d_configuration_is_refused(search_dataset, tmp_path, monkeypatch):
-    assert "3D" in _refusal(search_dataset, tmp_path, monkeypatch, configuration="2d")
+def test_2d_configuration_is_refused(planned_braintumour, tmp_path, monkeypatch):
+    assert "3D" in _refusal(planned_braintumour, tmp_path, monkeypatch, configuration="2d")
 
 
 @pytest.mark.slow
-def test_plan_without_three_downsamplings_is_refused(search_dataset, tmp_path, monkeypatch):
-    plans = json.loads(search_dataset.pristine_plans)
+def test_plan_without_three_downsamplings_is_refused(planned_braintumour, tmp_path, monkeypatch):
+    plans = json.loads(planned_braintumour.pristine_plans)
     architecture = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     architecture["strides"] = architecture["strides"][:3]
     architecture["n_stages"] = 3
-    (search_dataset.preprocessed / "shallowPlans.json").write_text(json.dumps(plans))
-    message = _refusal(search_dataset, tmp_path, monkeypatch, plans="shallowPlans")
+    (planned_braintumour.preprocessed / "shallowPlans.json").write_text(json.dumps(plans))
+    message = _refusal(planned_braintumour, tmp_path, monkeypatch, plans="shallowPlans")
     assert "3 downsamplings" in message and "has 2" in message
 
 
 @pytest.mark.slow
-def test_fold_with_fewer_than_five_training_cases_is_refused(search_dataset, tmp_path, monkeypatch):
-    cases = sorted(p.name.removesuffix(".nii.gz") for p in (search_dataset.raw / "labelsTr").iterdir())
-    split_file = search_dataset.preprocessed / "splits_final.json"
+def test_fold_with_fewer_than_five_training_cases_is_refused(planned_braintumour, tmp_path, monkeypatch):
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (planned_braintumour.raw / "labelsTr").iterdir())
+    split_file = planned_braintumour.preprocessed / "splits_final.json"
     original = split_file.read_bytes() if split_file.is_file() else None
     try:  # a split file of the user's whose fold 0 trains on 4 cases
         split_file.write_text(json.dumps([{"train": cases[:4], "val": cases[4:]}]))
-        message = _refusal(search_dataset, tmp_path, monkeypatch)
+        message = _refusal(planned_braintumour, tmp_path, monkeypatch)
     finally:
         split_file.write_bytes(original) if original is not None else split_file.unlink()
     assert "at least 5" in message and "has 4" in message
@@ -187,9 +187,9 @@ def test_fold_with_fewer_than_five_training_cases_is_refused(search_dataset, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbage", "other_search_space", "other_supernet"])
-def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(search_dataset, tmp_path, monkeypatch, damage):
+def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(planned_braintumour, tmp_path, monkeypatch, damage):
     results = tmp_path / "results"
-    folder = fold_folder(results, search_dataset)
+    folder = fold_folder(results, planned_braintumour)
     folder.mkdir(parents=True)
     if damage == "garbage":
         (folder / "checkpoint_latest.pth").write_bytes(b"not a checkpoint, half written")
@@ -202,6 +202,6 @@ def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(search_dataset,
                     "optimizer_state": {"search_space": "another-space" if damage == "other_search_space"
                                         else "scnas-3d-4node-8op-v1", "architecture": {}}},
                    folder / "checkpoint_latest.pth")
-    message = _refusal(search_dataset, tmp_path, monkeypatch, resume=True, results=results)
+    message = _refusal(planned_braintumour, tmp_path, monkeypatch, resume=True, results=results)
     expected = {"garbage": "damaged", "other_search_space": "another-space", "other_supernet": "different supernet"}
     assert expected[damage] in message and "checkpoint_" in message

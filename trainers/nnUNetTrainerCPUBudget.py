@@ -8,9 +8,9 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
 class nnUNetTrainerCPUBudget(nnUNetTrainer):
-    num_epochs_budget = 20
-    iterations_per_epoch_budget = 25
-    val_iterations_per_epoch_budget = 5
+    num_epochs_budget = 6
+    iterations_per_epoch_budget = 12
+    val_iterations_per_epoch_budget = 3
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):

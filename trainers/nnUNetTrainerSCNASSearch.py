@@ -8,21 +8,25 @@ preprocessing, augmentation, deep-supervision loss, logging, checkpoints (`--c` 
 
 nnU-Net's data loader for the architecture set is its validation loader (random patches, no augmentation),
 and its per-epoch "pseudo Dice" is that of the current argmax architecture on the architecture set.
+
+Multi-GPU (`-num_gpus N`, nnU-Net's DDP): all ranks train the same two-op sample in a step (it is seeded from
+the iteration, see `search_step.py`), the supernet is wrapped so that DDP accepts its unused parameters, and
+each rank draws its own random patches, as in nnU-Net; rank 0 writes the split, genotype and report.
 """
 import os
 
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast
 
 from nnunet_scnas.errors import exit_on_user_error
 from nnunet_scnas.nnunet.bilevel_split import load_or_make_split
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.search_checkpoint import check_search_checkpoint
 from nnunet_scnas.nnunet.search_report import SearchReport, draw_cells
-from nnunet_scnas.nnunet.search_state import PlateauSchedule, SearchOptimizer, TemperatureSchedule, seed_everything
+from nnunet_scnas.nnunet.search_state import (PlateauSchedule, SearchOptimizer, TemperatureSchedule, seed_everything,
+                                              seed_from)
+from nnunet_scnas.nnunet.search_step import allow_unused_parameters, search_iteration
 from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
 
@@ -41,7 +45,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     plateau_factor = 0.1
     tau_start = TAU_START
     tau_end = TAU_END
-    search_seed = 12345  # the 4:1 split and the architecture sampler
+    search_seed = 12345  # the 4:1 split, the initial supernet, the architecture samples and the data streams
     grad_clip = 12.0  # nnU-Net's own clipping norm
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -54,12 +58,19 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         with exit_on_user_error():  # an unusable plan fails here, before anything is trained
             self.search_strides = scnas_strides(self.configuration_manager, configuration)
         self.report = None
+        self.iteration = 0  # counts weight+architecture iterations over the run: it seeds each step's sample
 
     def initialize(self):
-        # one seed for the supernet's initial weights and the global streams nnU-Net's data loading draws
-        # from: a search is reproducible when augmentation runs in this process (nnUNet_n_proc_DA=0)
-        seed_everything(self.search_seed)
+        seed_everything(self.search_seed)  # the same initial supernet on every rank
         super().initialize()
+        if self.is_ddp:
+            self.network = allow_unused_parameters(self.network)
+        self._seed_data_streams()  # before nnU-Net forks its augmentation workers
+
+    def _seed_data_streams(self):
+        # nnU-Net shards no data: ranks differ only by the random patches they draw, so each rank gets its own
+        # streams; seeded per epoch, a search is reproducible and resumes exactly (with nnUNet_n_proc_DA=0)
+        seed_everything(seed_from(self.search_seed, self.current_epoch, self.local_rank))
 
     def _do_i_compile(self):
         return False  # the sampled graph changes every step
@@ -85,12 +96,10 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         return list(list(s) for s in 1 / np.cumprod(np.vstack(self.search_strides), axis=0))[:-1]
 
     def configure_optimizers(self):
-        generator = torch.Generator().manual_seed(self.search_seed)
-        self.network.generator = generator
         weights = torch.optim.Adam(self.network.weight_parameters(), self.weight_lr, betas=self.weight_betas)
         architecture = torch.optim.Adam(self.network.arch_parameters(), self.arch_lr, betas=self.arch_betas)
         optimizer = SearchOptimizer(weights, architecture,
-                                    PlateauSchedule(weights, self.plateau_patience, self.plateau_factor), generator)
+                                    PlateauSchedule(weights, self.plateau_patience, self.plateau_factor))
         return optimizer, TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end)
 
     def get_tr_and_val_datasets(self):
@@ -98,7 +107,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         fold_training_cases, _ = self.do_split()
         with exit_on_user_error():
             weight_cases, architecture_cases = load_or_make_split(self.output_folder, fold_training_cases,
-                                                                  self.search_seed)
+                                                                  self.search_seed, save=self.local_rank == 0)
         self.print_to_log_file(f"Search split of the fold's {len(fold_training_cases)} training cases: "
                                f"{len(weight_cases)} weight, {len(architecture_cases)} architecture "
                                f"(the fold's validation cases are not used by the search)")
@@ -112,34 +121,16 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()  # also anneals tau (TemperatureSchedule)
-        self.optimizer.apply_pending_random_state()
+        self._seed_data_streams()
+        self.iteration = self.current_epoch * self.num_iterations_per_epoch
         self.supernet.mode = "two_op"
         self.print_to_log_file(f"tau {self.supernet.tau:.3f}, architecture lr {self.arch_lr}")
 
-    def _step(self, batch: dict, optimizer: torch.optim.Optimizer) -> np.ndarray:
-        data = batch['data'].to(self.device, non_blocking=True)
-        target = batch['target']
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
-            else target.to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context():
-            loss = self.loss(self.network(data), target)  # a fresh two-op sample in every forward
-        params = [p for group in optimizer.param_groups for p in group['params']]
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-            self.grad_scaler.step(optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-            optimizer.step()
-        return loss.detach().cpu().numpy()
-
     def train_step(self, batch: dict) -> dict:
-        weight_loss = self._step(batch, self.optimizer.weights)
-        architecture_loss = self._step(next(self.dataloader_val), self.optimizer.architecture)
+        weight_loss, architecture_loss = search_iteration(
+            self.network, self.loss, self.optimizer, batch, next(self.dataloader_val), self.search_seed,
+            self.iteration, self.grad_clip, self.grad_scaler)
+        self.iteration += 1
         return {'loss': weight_loss, 'architecture_loss': architecture_loss}
 
     def on_train_epoch_end(self, train_outputs):
@@ -175,7 +166,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         # nnU-Net writes checkpoints in place; a kill mid-write must not leave a corrupt one
         partial = filename + ".partial"
         super().save_checkpoint(partial)
-        if os.path.isfile(partial):
+        # rank 0 writes it (nnU-Net); another rank renaming it could catch it mid-write
+        if self.local_rank == 0 and os.path.isfile(partial):
             os.replace(partial, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
@@ -213,11 +205,16 @@ class nnUNetTrainerSCNASSearch_50epochs(nnUNetTrainerSCNASSearch):
 
 
 class nnUNetTrainerSCNASSearch_cpu(nnUNetTrainerSCNASSearch):
-    """Sized for 2 CPU cores (minutes): the demo's search. Narrow supernet, short epochs."""
-    search_epochs = 12
-    search_iterations_per_epoch = 10
+    """Sized for 2 CPU cores (a few minutes on the embedded brain-tumour set): the demo's search.
+
+    48 iterations instead of 50,000: with the paper's architecture lr, Adam moves a logit by at most
+    ~0.003 per step, which would leave the architecture at its random initialisation; 10x lets it move.
+    """
+    search_epochs = 8
+    search_iterations_per_epoch = 6
     search_val_iterations_per_epoch = 2
-    stem_width = 8
+    stem_width = 6
+    arch_lr = 3e-2
     plateau_patience = 4
 
 

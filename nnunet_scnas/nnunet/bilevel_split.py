@@ -26,8 +26,9 @@ def split_weight_and_architecture(case_ids, seed: int, architecture_fraction: fl
     return sorted(shuffled[num_architecture:]), sorted(shuffled[:num_architecture])
 
 
-def load_or_make_split(output_folder, case_ids, seed: int):
-    """Reuse the split saved in the fold folder (so a resumed search keeps it), else make and save one."""
+def load_or_make_split(output_folder, case_ids, seed: int, save: bool = True):
+    """Reuse the split saved in the fold folder (so a resumed search keeps it), else make one and, if `save`,
+    save it. The split is deterministic, so the ranks of a multi-GPU search agree on it; only rank 0 saves."""
     path = Path(output_folder) / SPLIT_FILE
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -36,5 +37,6 @@ def load_or_make_split(output_folder, case_ids, seed: int):
                             f"delete it (and the fold's checkpoints) to start the search afresh")
         return saved["weight"], saved["architecture"]
     weight, architecture = split_weight_and_architecture(case_ids, seed)
-    write_json(path, {"seed": seed, "weight": weight, "architecture": architecture})
+    if save:
+        write_json(path, {"seed": seed, "weight": weight, "architecture": architecture})
     return weight, architecture

@@ -30,11 +30,15 @@ class DemoProfile:
     folds: tuple[int, ...]
     brain_cases: int
     lung_cases: int
+    size: int | None  # make-dataset --size (None: the dataset's default)
+    width: str  # export-plans --width: "auto" matches stock nnU-Net's FLOPs
 
 
 PROFILES = {
-    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10),
-    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 10, 8),
+    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10, None, "auto"),
+    # the whole chain with the least work: 7 cases (5 to train on in fold 0, the search's minimum), the
+    # smallest volumes that take three downsamplings, and a narrow derived network
+    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, "8"),
 }
 
 
@@ -51,6 +55,11 @@ class Demo:
         self.workdir = Path(workdir).resolve()
         self.profile_name = "quick" if quick else "default"
         self.profile = PROFILES[self.profile_name]
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError("--device cuda, but torch sees no CUDA device: use --device cpu (the default)")
         self.device = device
         self.state_file = self.workdir / "demo_state.json"
         self.settings = {"profile": self.profile_name, "device": device, "nnunet_scnas": __version__,
@@ -79,6 +88,9 @@ class Demo:
     def _save_state(self) -> None:
         write_json(self.state_file, {"settings": self.settings, "done": self.done})
 
+    def _size_args(self) -> list:
+        return [] if self.profile.size is None else ["--size", self.profile.size]
+
     def _train_args(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> list:
         return [dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c"]
 
@@ -92,26 +104,27 @@ class Demo:
         raw = self.workdir / "nnUNet_raw"
         stages = [
             ("make brain-tumour-like dataset", lambda: _cli("make-dataset", "braintumour", "--cases", p.brain_cases,
-                                                            "--id", BRAIN_ID, "--out", raw, "--force")),
+                                                            *self._size_args(), "--id", BRAIN_ID, "--out", raw,
+                                                            "--force")),
             ("plan and preprocess (nnU-Net)", lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
                                                                  "-c", "3d_fullres", "-np", 2,
                                                                  "--verify_dataset_integrity")),
             (f"architecture search on fold {SEARCH_FOLD} ({p.search_trainer})",
              lambda: run_nnunet("nnUNetv2_train", *self._train_args(BRAIN_ID, "3d_fullres", SEARCH_FOLD,
                                                                      p.search_trainer))),
-            ("export the genotype as configuration 3d_fullres_scnas (FLOPs-matched width)",
-             lambda: _cli("export-plans", "-d", BRAIN_ID, "-g", genotype, "--force")),
+            (f"export the genotype as configuration 3d_fullres_scnas (width {p.width})",
+             lambda: _cli("export-plans", "-d", BRAIN_ID, "-g", genotype, "--width", p.width, "--force")),
         ]
         stages += self._train_and_compare_stages(BRAIN_ID, "brain-tumour-like")
         stages += [
             ("make CT-like dataset (transfer target)", lambda: _cli("make-dataset", "lungnodule", "--cases",
-                                                                    p.lung_cases, "--id", LUNG_ID, "--out", raw,
-                                                                    "--force")),
+                                                                    p.lung_cases, *self._size_args(), "--id",
+                                                                    LUNG_ID, "--out", raw, "--force")),
             ("plan and preprocess the CT-like dataset (nnU-Net)",
              lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
                                 "--verify_dataset_integrity")),
             ("transfer: export the brain-tumour genotype to the CT-like dataset",
-             lambda: _cli("export-plans", "-d", LUNG_ID, "-g", genotype, "--force")),
+             lambda: _cli("export-plans", "-d", LUNG_ID, "-g", genotype, "--width", p.width, "--force")),
         ]
         stages += self._train_and_compare_stages(LUNG_ID, "CT-like")
         return stages
@@ -135,6 +148,8 @@ class Demo:
 
     def run(self) -> None:
         os.environ.update(nnunet_paths(self.workdir))
+        # nnU-Net exports validation predictions with 8 worker processes by default: too many for a laptop
+        os.environ.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
         stages = self.stages()
         started = time.time()
         for number, (title, action) in enumerate(stages, start=1):

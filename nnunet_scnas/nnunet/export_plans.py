@@ -18,7 +18,6 @@ Why this works with nnU-Net 2.8 as it is:
   the plan's strides) is divisible by ours.
 """
 import json
-import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path

@@ -1,8 +1,10 @@
 """All the resumable state of a search, behind the one optimizer slot that nnU-Net's checkpoints carry.
 
 nnU-Net saves `trainer.optimizer.state_dict()` and restores it with `load_state_dict`. The search has two
-optimizers, a plateau LR schedule, a temperature and random generators; keeping them together here lets
-nnU-Net's own save/load carry them unchanged, so `nnUNetv2_train ... --c` resumes the search exactly.
+optimizers and a plateau LR schedule; keeping them together here lets nnU-Net's own save/load carry them
+unchanged. Random streams need no saving: each is seeded from `seed_from(search seed, position in the run)`
+(the temperature likewise follows the epoch), so `nnUNetv2_train ... --c` resumes the search exactly, on
+every rank of a multi-GPU run alike.
 """
 import random
 
@@ -42,47 +44,28 @@ class PlateauSchedule:
         self.epochs_without_improvement = state["epochs_without_improvement"]
 
 
+def seed_from(*key: int) -> int:
+    """A 32-bit seed that is a pure function of `key` (non-negative ints), well mixed: neighbouring keys
+    (iterations, epochs, ranks) give unrelated streams."""
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
 def seed_everything(seed: int) -> None:
+    """The global streams: torch's (initial weights, augmentation), numpy's and Python's (patch sampling)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
 
 
-def capture_random_state(generator: torch.Generator) -> dict:
-    """Every random stream the search draws from: the architecture sampler's and the global ones that
-    nnU-Net's data loading and augmentation use."""
-    state = {
-        "sampler": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_random_state(state: dict, generator: torch.Generator) -> None:
-    generator.set_state(state["sampler"])
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class SearchOptimizer:
-    """Weight optimizer + architecture optimizer + plateau schedule + random state, saved as one.
+    """Weight optimizer + architecture optimizer + plateau schedule, saved as one.
 
     `param_groups` are the weight optimizer's (nnU-Net logs its learning rate).
     """
 
     def __init__(self, weights: torch.optim.Optimizer, architecture: torch.optim.Optimizer,
-                 plateau: PlateauSchedule, generator: torch.Generator):
-        self.weights, self.architecture, self.plateau, self.generator = weights, architecture, plateau, generator
-        # Loaded random state waits until the first resumed epoch starts: nnU-Net draws a warm-up batch from
-        # each data loader between loading the checkpoint and training, which an uninterrupted run does not.
-        self.pending_random_state = None
+                 plateau: PlateauSchedule):
+        self.weights, self.architecture, self.plateau = weights, architecture, plateau
 
     @property
     def param_groups(self):
@@ -98,19 +81,12 @@ class SearchOptimizer:
             "weights": self.weights.state_dict(),
             "architecture": self.architecture.state_dict(),
             "plateau": self.plateau.state_dict(),
-            "random_state": capture_random_state(self.generator),
         }
 
     def load_state_dict(self, state):
         self.weights.load_state_dict(state["weights"])
         self.architecture.load_state_dict(state["architecture"])
         self.plateau.load_state_dict(state["plateau"])
-        self.pending_random_state = state["random_state"]
-
-    def apply_pending_random_state(self) -> None:
-        if self.pending_random_state is not None:
-            restore_random_state(self.pending_random_state, self.generator)
-            self.pending_random_state = None
 
 
 class TemperatureSchedule:
