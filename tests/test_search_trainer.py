@@ -105,8 +105,9 @@ def _run_search(dataset, results, stop_after_epoch=None, resume=False):
 
 @pytest.mark.slow
 def test_interrupted_and_resumed_search_equals_uninterrupted(planned_braintumour, tmp_path, monkeypatch):
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA"):
-        monkeypatch.setenv(variable, "unset")  # restored after the test; _run_search sets them
+    # recorded here so that monkeypatch restores them after the test; _run_search sets the real values
+    for variable, value in planned_braintumour.env_with_results(tmp_path / "whole", nnUNet_n_proc_DA="0").items():
+        monkeypatch.setenv(variable, value)
     whole = _run_search(planned_braintumour, tmp_path / "whole")
     _run_search(planned_braintumour, tmp_path / "resumed", stop_after_epoch=0)
     resumed = _run_search(planned_braintumour, tmp_path / "resumed", resume=True)
