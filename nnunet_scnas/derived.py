@@ -3,15 +3,16 @@ import torch
 from torch import nn
 
 from .cell import Cell
-from .genotype import Genotype
-from .macro import UNetMacro
+from .genotype import CELL_TYPES, Genotype
+from .macro import UNetMacro, live_cells
 
 
 class SCNASUNet(UNetMacro):
     """A U-Net of SCNAS cells built from a genotype; usable as an nnU-Net plans architecture.
 
     nnU-Net builds it as `SCNASUNet(input_channels=..., num_classes=..., deep_supervision=..., **arch_kwargs)`,
-    so every other argument is JSON data. Edges whose op is `zero` are not built.
+    so every other argument is JSON data. Edges whose op is `zero` are not built, nor are cells whose output
+    nothing reads (possible when a cell type ignores one of its inputs; see `macro.live_cells`).
 
     Args:
         input_channels: image channels (the stem adapts, so a genotype transfers across datasets).
@@ -31,7 +32,8 @@ class SCNASUNet(UNetMacro):
         super().__init__(input_channels, num_classes, stem_width, strides, deep_supervision,
                          make_cell=lambda cell_type, in_channels, channels, stride:
                          Cell(cell_type, {edge: (op,) for edge, op in parsed.ops(cell_type).items()},
-                              in_channels, channels, stride))
+                              in_channels, channels, stride),
+                         live=live_cells({cell_type: parsed.inputs_read(cell_type) for cell_type in CELL_TYPES}))
         self.genotype = parsed
 
     def forward(self, x: torch.Tensor):

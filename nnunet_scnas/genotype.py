@@ -75,6 +75,11 @@ class Genotype:
             raise ValueError(f"unknown cell type {cell_type!r}; valid: {', '.join(CELL_TYPES)}")
         return dict(zip(EDGES, getattr(self, cell_type)))
 
+    def inputs_read(self, cell_type: str) -> set[int]:
+        """The cell inputs (0: two cells back, 1: the previous cell) that some non-`zero` op of `cell_type` reads."""
+        ops = self.ops(cell_type).values()
+        return {source for (source, _), op in zip(EDGE_ENDPOINTS, ops) if source < NUM_INPUTS and op != "zero"}
+
     def to_dict(self) -> dict:
         return {"schema_version": self.schema_version, "search_space": self.search_space,
                 "cells": {cell_type: self.ops(cell_type) for cell_type in CELL_TYPES}}

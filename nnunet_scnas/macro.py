@@ -19,8 +19,12 @@ Wiring:
 - deep supervision heads (LeakyReLU -> 1x1x1 conv, the "out cell") read the decoder-normal states of
   levels 0, 1, 2, which are nnU-Net's deep-supervision scales 1, 1/s1, 1/(s1*s2) for strides
   [[1,1,1], s1, s2, s3]: the outputs come as a list, highest resolution first, without softmax.
+
+A derived cell may ignore one of its inputs, so a cell's output can end up read by nothing (`live_cells`);
+the derived network does not build such a cell (`UnreadCell`): its parameters would never get a gradient,
+and stock DDP (`nnUNetv2_train -num_gpus N`) refuses parameters without one.
 """
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +35,10 @@ from .ops import Stride, activation, instance_norm
 ENCODER_CELLS = ("reduction", "encoder_normal") * 3  # the last encoder_normal is the inter-cell
 DECODER_CELLS = ("expansion", "decoder_normal") * 3
 NUM_LEVELS = 4
+# the level of each decoder cell (X D X D X D), and the encoder state each level's skip comes from
+# (state 0 = stem, state k = output of encoder cell k, counted from 1)
+DECODER_LEVELS = tuple(NUM_LEVELS - 2 - k // 2 for k in range(len(DECODER_CELLS)))
+SKIP_STATES = (0, 2, 4)
 
 # (cell_type, in_channels (two back, previous), channels, stride) -> Cell
 CellFactory = Callable[[str, tuple[int, int], int, Stride], Cell]
@@ -50,6 +58,40 @@ def check_strides(strides: Sequence[Sequence[int]]) -> list[Stride]:
     if checked[0] != (1, 1, 1):
         raise ValueError(f"strides[0] is the stem's and must be [1, 1, 1], got {list(strides[0])}")
     return checked
+
+
+def live_cells(reads: Mapping[str, Collection[int]]) -> list[bool]:
+    """Which of the 12 cells (encoder then decoder order) feed the network's outputs.
+
+    Args:
+        reads: cell type -> the inputs its cells read (0: two cells back, 1: the previous cell).
+
+    A cell is live when a live cell reads it, when it is a skip source of a live decoder cell, or when a
+    head reads it (the decoder-normal cells of levels 0, 1, 2: deep supervision counts, so the network's
+    structure, and its state dict, do not change when nnU-Net switches deep supervision off to predict).
+    """
+    cell_types = ENCODER_CELLS + DECODER_CELLS
+    # states: 0 = stem, k = output of cell k (1..12); cell k reads states k-2 and k-1 (the first reads the stem twice)
+    live_states = {k + 1 for k, cell_type in enumerate(cell_types) if cell_type == "decoder_normal"}
+    for k in range(len(cell_types), 0, -1):
+        if k not in live_states:
+            continue
+        sources = (max(k - 2, 0), k - 1)
+        live_states.update(sources[i] for i in reads[cell_types[k - 1]])
+        if k > len(ENCODER_CELLS):  # a decoder state is the cell's output plus its level's skip
+            live_states.add(SKIP_STATES[DECODER_LEVELS[k - 1 - len(ENCODER_CELLS)]])
+    return [k in live_states for k in range(1, len(cell_types) + 1)]
+
+
+class UnreadCell(nn.Module):
+    """Stands in for a derived cell whose output nothing reads (see `live_cells`): nothing to compute."""
+
+    def __init__(self, cell_type: str):
+        super().__init__()
+        self.cell_type = cell_type
+
+    def forward(self, s0, s1, weights=None) -> None:
+        return None
 
 
 class Stem(nn.Sequential):
@@ -72,13 +114,15 @@ class Head(nn.Sequential):
 class Encoder(nn.Module):
     """Stem + R E R E R I. Returns the last two states and the skip features of levels 0, 1, 2."""
 
-    def __init__(self, input_channels: int, widths: list[int], strides: list[Stride], make_cell: CellFactory):
+    def __init__(self, input_channels: int, widths: list[int], strides: list[Stride], make_cell: CellFactory,
+                 live: Sequence[bool]):
         super().__init__()
         self.stem = Stem(input_channels, widths[0])
         cells, in_channels = [], (widths[0], widths[0])
         for k, cell_type in enumerate(ENCODER_CELLS):
             level = k // 2 + 1
-            cells.append(make_cell(cell_type, in_channels, widths[level], strides[level]))
+            cells.append(make_cell(cell_type, in_channels, widths[level], strides[level]) if live[k]
+                         else UnreadCell(cell_type))
             in_channels = (in_channels[1], widths[level])
         self.cells = nn.ModuleList(cells)
 
@@ -96,13 +140,13 @@ class Decoder(nn.Module):
     """X D X D X D + out cells. `deep_supervision` may be switched at any time (nnU-Net does)."""
 
     def __init__(self, widths: list[int], strides: list[Stride], num_classes: int, make_cell: CellFactory,
-                 deep_supervision: bool):
+                 deep_supervision: bool, live: Sequence[bool]):
         super().__init__()
         self.deep_supervision = deep_supervision
         cells, in_channels = [], (widths[-1], widths[-1])
-        for k, cell_type in enumerate(DECODER_CELLS):
-            level = NUM_LEVELS - 2 - k // 2
-            cells.append(make_cell(cell_type, in_channels, widths[level], strides[level + 1]))
+        for k, (cell_type, level) in enumerate(zip(DECODER_CELLS, DECODER_LEVELS)):
+            cells.append(make_cell(cell_type, in_channels, widths[level], strides[level + 1]) if live[k]
+                         else UnreadCell(cell_type))
             in_channels = (in_channels[1], widths[level])
         self.cells = nn.ModuleList(cells)
         # heads[l] reads the decoder-normal state of level l
@@ -110,9 +154,9 @@ class Decoder(nn.Module):
 
     def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, torch.Tensor] | None):
         outputs = {}
-        for k, cell in enumerate(self.cells):
-            level = NUM_LEVELS - 2 - k // 2
-            s0, s1 = s1, cell(s0, s1, None if weights is None else weights[cell.cell_type]) + skips[level]
+        for cell, level in zip(self.cells, DECODER_LEVELS):
+            out = cell(s0, s1, None if weights is None else weights[cell.cell_type])
+            s0, s1 = s1, None if out is None else out + skips[level]
             if cell.cell_type == "decoder_normal" and (self.deep_supervision or level == 0):
                 outputs[level] = self.heads[level](s1)
         if not self.deep_supervision:
@@ -130,6 +174,7 @@ class UNetMacro(nn.Module):
         strides: `[[1,1,1], s1, s2, s3]` as in an nnU-Net plan (3 entries per stride, may be anisotropic).
         deep_supervision: return the 3 highest-resolution outputs (list) instead of one tensor.
         make_cell: builds each of the 12 cells.
+        live: which of the 12 cells to build (`live_cells`); the others are `UnreadCell`s. Default: all.
 
     Shapes: input `[N, input_channels, X, Y, Z]` with X, Y, Z divisible by the product of the strides
     along that axis; output `[N, num_classes, X, Y, Z]`, or with deep supervision the list of that,
@@ -137,14 +182,16 @@ class UNetMacro(nn.Module):
     """
 
     def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool,
-                 make_cell: CellFactory):
+                 make_cell: CellFactory, live: Sequence[bool] | None = None):
         super().__init__()
         self.strides = check_strides(strides)
         if not isinstance(stem_width, int) or stem_width < 1:
             raise ValueError(f"stem_width must be a positive integer, got {stem_width!r}")
         widths = [stem_width * 2 ** level for level in range(NUM_LEVELS)]
-        self.encoder = Encoder(input_channels, widths, self.strides, make_cell)
-        self.decoder = Decoder(widths, self.strides, num_classes, make_cell, deep_supervision)
+        live = [True] * len(ENCODER_CELLS + DECODER_CELLS) if live is None else list(live)
+        self.encoder = Encoder(input_channels, widths, self.strides, make_cell, live[:len(ENCODER_CELLS)])
+        self.decoder = Decoder(widths, self.strides, num_classes, make_cell, deep_supervision,
+                               live[len(ENCODER_CELLS):])
 
     def _forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor] | None):
         total = [1, 1, 1]

@@ -4,6 +4,9 @@ import torch
 from torch import nn
 
 from nnunet_scnas import CELL_TYPES, EDGES, OPS, Genotype, SCNASSupernet, SCNASUNet, derive_genotype
+from nnunet_scnas.cell import Cell
+from nnunet_scnas.genotype import EDGE_ENDPOINTS
+from nnunet_scnas.macro import UNetMacro, live_cells
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -193,6 +196,51 @@ def test_zero_edges_are_not_built():
             assert set(cell.preprocess) == {"0"}  # input 1 is read by no edge: no preprocessing either
     with torch.no_grad():
         assert _shapes(net(torch.randn(1, 2, 16, 16, 16)))[0] == (1, 3, 16, 16, 16)
+
+
+def _net_cells(net):
+    return list(net.encoder.cells) + list(net.decoder.cells)
+
+
+def _reading_only(source):
+    """A cell type whose ops all read input `source` (0: two cells back, 1: previous cell) or other nodes."""
+    return tuple("zero" if s != source else "conv_3x3x3" for s, _ in EDGE_ENDPOINTS)
+
+
+def test_cells_whose_output_nothing_reads_are_not_built():
+    # encoder_normal reads only input 0 and reduction only input 1: no cell reads the three reduction cells
+    genotype = Genotype(encoder_normal=_reading_only(0), reduction=_reading_only(1),
+                        decoder_normal=_reading_only(1), expansion=_reading_only(1))
+    reads = {cell_type: genotype.inputs_read(cell_type) for cell_type in CELL_TYPES}
+    assert reads == {"encoder_normal": {0}, "reduction": {1}, "decoder_normal": {1}, "expansion": {1}}
+    assert live_cells(reads) == [False, True] * 3 + [True] * 6
+    net = _derived(ISOTROPIC, genotype=genotype)
+    built = [isinstance(cell, Cell) for cell in list(net.encoder.cells) + list(net.decoder.cells)]
+    assert built == live_cells(reads)
+    assert not any(isinstance(cell, Cell) for cell in net.encoder.cells if cell.cell_type == "reduction")
+    # expansion reading only input 0 (two back): the inter-cell feeds nothing, the last reduction cell does
+    reads["expansion"] = {0}
+    assert live_cells(reads) == [False, True, False, True, True, False] + [True] * 6
+
+
+# (reduction, decoder_normal) reads: unread reduction cells; unread expansion cells (decoder_normal skips them)
+@pytest.mark.parametrize("reduction_reads, decoder_reads", [(0, 1), (1, 0)])
+def test_not_building_unread_cells_changes_nothing_the_network_computes(reduction_reads, decoder_reads):
+    genotype = Genotype(encoder_normal=_reading_only(0), reduction=_reading_only(reduction_reads),
+                        decoder_normal=_reading_only(decoder_reads), expansion=_reading_only(1))
+    pruned = _derived(ISOTROPIC, genotype=genotype)
+    if decoder_reads == 0:
+        assert not any(isinstance(cell, Cell) for cell in _net_cells(pruned) if cell.cell_type == "expansion")
+    torch.manual_seed(0)
+    every_cell = UNetMacro(2, 3, 4, ISOTROPIC, True, make_cell=lambda cell_type, in_channels, channels, stride: Cell(
+        cell_type, {edge: (op,) for edge, op in genotype.ops(cell_type).items()}, in_channels, channels, stride))
+    state = every_cell.state_dict()
+    assert set(pruned.state_dict()) < set(state)  # the unread cells' parameters are all that is missing
+    pruned.load_state_dict({name: value for name, value in state.items() if name in pruned.state_dict()})
+    x = torch.randn(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        for mine, reference in zip(pruned(x), every_cell._forward(x, None)):
+            torch.testing.assert_close(mine, reference)
 
 
 def test_derived_network_learns_a_toy_task():
