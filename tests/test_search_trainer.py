@@ -8,7 +8,9 @@ import torch
 from conftest import BIN, run_command
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import CELL_TYPES, Genotype
+from nnunet_scnas.supernet import SCNASSupernet
 from nnunet_scnas.nnunet.bilevel_split import split_weight_and_architecture
+from nnunet_scnas.nnunet.cpu_layout import channels_last_on_cpu
 from nnunet_scnas.nnunet.search_state import PlateauSchedule
 
 SEARCH_TRAINER = "nnUNetTrainerSCNASSearch_cpuQuick"
@@ -19,6 +21,24 @@ def fold_folder(results, dataset, trainer=SEARCH_TRAINER, configuration="3d_full
 
 
 # ---------------------------------------------------------------- pieces, no nnU-Net run
+
+@pytest.mark.parametrize("device, channels_last", [("cpu", True), ("cuda", False)])
+def test_cpu_training_stores_conv_weights_channels_last(device, channels_last):
+    network = SCNASSupernet(1, 2, 2, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    optimizer = torch.optim.Adam(network.parameters())
+    channels_last_on_cpu(network, torch.device(device))  # only the device's type is read: no GPU needed
+    convs = [m.weight for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
+    assert any(not w.is_contiguous() for w in convs) == channels_last  # (1x1x1 kernels are both layouts at once)
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in network.parameters()}  # converted in place: the optimizer still holds them
+    if channels_last:  # and the network still trains: one step moves the weights
+        before = convs[0].detach().clone()
+        sum(o.square().mean() for o in network(torch.randn(1, 1, 16, 16, 16))).backward()
+        optimizer.step()
+        assert not torch.equal(before, convs[0])
+
 
 @pytest.mark.parametrize("num_cases", [5, 8, 13, 40])
 def test_bilevel_split_is_4_to_1_disjoint_and_seeded(num_cases):

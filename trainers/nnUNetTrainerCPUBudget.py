@@ -1,10 +1,13 @@
 """Stock nnU-Net, only with a training budget sized for 2 CPU cores.
 
 The demo trains both sides of its comparison (stock `3d_fullres` and the derived `3d_fullres_scnas`) with
-this same trainer, so that the architecture is the only difference. Everything else is nnU-Net's recipe.
+this same trainer, so that the architecture is the only difference. Everything else is nnU-Net's recipe; on
+the CPU both networks run in channels-last layout (same computation, see `cpu_layout.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_scnas.nnunet.cpu_layout import channels_last_on_cpu
 
 
 class nnUNetTrainerCPUBudget(nnUNetTrainer):
@@ -18,6 +21,10 @@ class nnUNetTrainerCPUBudget(nnUNetTrainer):
         self.num_epochs = self.num_epochs_budget
         self.num_iterations_per_epoch = self.iterations_per_epoch_budget
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch_budget
+
+    def initialize(self):
+        super().initialize()
+        channels_last_on_cpu(self.network, self.device)
 
 
 class nnUNetTrainerCPUBudget_quick(nnUNetTrainerCPUBudget):

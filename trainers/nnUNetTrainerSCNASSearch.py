@@ -20,6 +20,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scnas.errors import exit_on_user_error
+from nnunet_scnas.nnunet.cpu_layout import channels_last_on_cpu
 from nnunet_scnas.nnunet.bilevel_split import load_or_make_split
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.search_checkpoint import check_search_checkpoint
@@ -63,6 +64,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     def initialize(self):
         seed_everything(self.search_seed)  # the same initial supernet on every rank
         super().initialize()
+        channels_last_on_cpu(self.network, self.device)
         if self.is_ddp:
             self.network = allow_unused_parameters(self.network)
         self._seed_data_streams()  # before nnU-Net forks its augmentation workers
