@@ -34,8 +34,8 @@ def markdown(comparison) -> str:
     parts += [f"Paired per case against {baseline}: mean Dice difference in points (method − {baseline}) over "
               f"the validation cases both have, Wilcoxon signed-rank two-sided p, n = pairs "
               f"(p is n/a with too few pairs or no differences at all).", "", paired_table(comparison), ""]
-    parts.append(f"Folds requested: {_folds(comparison.folds)}. " + "; ".join(
-        f"{m.method.name}: {_folds(m.folds)}" + (f" (missing {m.missing_text})" if m.missing_folds else "")
+    parts.append(f"Folds requested: {_folds(comparison.folds)}. Folds found: " + "; ".join(
+        f"{m.method.name} {_folds(m.folds)}" + (f" (missing {m.missing_text})" if m.missing_folds else "")
         for m in comparison.methods) + ".")
     cost_notes = [f"- {m.method.name}: {m.cost.why_missing}" for m in comparison.methods if m.cost.why_missing]
     parts += ["", *cost_notes] if cost_notes else []
@@ -62,7 +62,7 @@ def cost_table(comparison) -> str:
                      _number(method.seconds_per_epoch, 1, "{:.1f}"), _number(method.peak_memory_mb, 1, "{:.0f} MB"),
                      _folds(method.folds)])
     return _table(["Method", "trainer__plans__configuration", "patch", "FLOPs", "parameters", "s/epoch",
-                   "peak memory", "folds"], rows)
+                   "peak memory", "from folds"], rows)
 
 
 def paired_table(comparison) -> str:
