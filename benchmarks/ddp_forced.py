@@ -13,13 +13,6 @@ Needs CUDA and nnU-Net's three path variables; prints nnU-Net's usual log.
 """
 import argparse
 import os
-import socket
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def main():
@@ -35,11 +28,11 @@ def main():
 
     import torch
     import torch.multiprocessing as mp
-    from nnunetv2.run.run_training import run_ddp
+    from nnunetv2.run.run_training import find_free_network_port, run_ddp
     if torch.cuda.device_count() < args.num_gpus:
         raise SystemExit(f"--num-gpus {args.num_gpus}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
     os.environ["MASTER_ADDR"] = "localhost"
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    os.environ.setdefault("MASTER_PORT", str(find_free_network_port()))
     # run_ddp(rank, dataset, configuration, fold, trainer, plans, disable_checkpointing, continue, only_validate,
     #         pretrained_weights, export_probabilities, validate_with_best, world_size), as run_training calls it
     mp.spawn(run_ddp, args=(args.dataset, args.configuration, args.fold, args.trainer, args.plans, False, args.c,

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -118,11 +117,11 @@ def run_one(args) -> None:
 
 def machine(device: str) -> str:
     import torch
-    if device.startswith("cuda"):
+
+    from search_cost import machine as cpu_machine
+    if device == "cuda":
         return f"{torch.cuda.get_device_name()} ({os.cpu_count()} CPU cores)"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, CPU"
+    return f"{cpu_machine()['cpu']}, {os.cpu_count()} cores, CPU"
 
 
 def markdown(report: dict) -> str:
@@ -170,7 +169,8 @@ def main():
     if args.patch:
         args.plans = plans_for_patch(args.dataset, args.configuration, args.patch, args.batch)
 
-    import nnunetv2
+    from importlib.metadata import version
+
     import torch
     results, scratch = {}, Path(tempfile.mkdtemp(prefix="trainer_cost_"))
     for trainer in args.trainers:
@@ -194,8 +194,7 @@ def main():
     label = args.label or args.device
     report = {"label": label, "command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(args.device), "torch": torch.__version__, "nnunetv2": nnunetv2.__version__
-              if hasattr(nnunetv2, "__version__") else _version("nnunetv2"),
+              "machine": machine(args.device), "torch": torch.__version__, "nnunetv2": version("nnunetv2"),
               "dataset": str(args.dataset), "configuration": args.configuration, "plans": args.plans,
               "fold": args.fold, "steps": args.steps, "warmup": args.warmup, "results": results}
     from nnunet_scnas.atomic import write_json, write_text
@@ -203,11 +202,6 @@ def main():
     write_json(args.out / f"trainer_cost_{label}.json", report)
     write_text(args.out / f"trainer_cost_{label}.md", markdown(report))
     print(f"wrote {args.out / f'trainer_cost_{label}.md'}")
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-    return version(package)
 
 
 if __name__ == "__main__":

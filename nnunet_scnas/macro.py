@@ -36,9 +36,11 @@ ENCODER_CELLS = ("reduction", "encoder_normal") * 3  # the last encoder_normal i
 DECODER_CELLS = ("expansion", "decoder_normal") * 3
 NUM_LEVELS = 4
 # the level of each decoder cell (X D X D X D), and the encoder state each level's skip comes from
-# (state 0 = stem, state k = output of encoder cell k, counted from 1)
+# (state 0 = stem, state k = output of encoder cell k, counted from 1): the stem, then the encoder-normal
+# cells of levels 1 and 2 (the third encoder-normal cell is the inter-cell, at the bottleneck)
 DECODER_LEVELS = tuple(NUM_LEVELS - 2 - k // 2 for k in range(len(DECODER_CELLS)))
-SKIP_STATES = (0, 2, 4)
+SKIP_STATES = (0, *(k + 1 for k, cell_type in enumerate(ENCODER_CELLS)
+                    if cell_type == "encoder_normal"))[:NUM_LEVELS - 1]
 
 # (cell_type, in_channels (two back, previous), channels, stride) -> Cell
 CellFactory = Callable[[str, tuple[int, int], int, Stride], Cell]
@@ -129,9 +131,9 @@ class Encoder(nn.Module):
     def forward(self, x, weights: Mapping[str, torch.Tensor] | None):
         s0 = s1 = self.stem(x)
         skips = [s1]
-        for cell in self.cells:
+        for state, cell in enumerate(self.cells, start=1):
             s0, s1 = s1, cell(s0, s1, None if weights is None else weights[cell.cell_type])
-            if cell.cell_type == "encoder_normal" and len(skips) < NUM_LEVELS - 1:
+            if state in SKIP_STATES:
                 skips.append(s1)
         return s0, s1, skips
 

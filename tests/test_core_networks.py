@@ -97,10 +97,14 @@ def test_input_not_divisible_by_total_stride_is_rejected():
         _derived(IN_PLANE)(torch.randn(1, 2, 5, 12, 16))
 
 
+def _net_cells(net):
+    return list(net.encoder.cells) + list(net.decoder.cells)
+
+
 def _op_calls(net):
     """Record (cell index, edge, op) of every op module that runs."""
     calls = []
-    cells = list(net.encoder.cells) + list(net.decoder.cells)
+    cells = _net_cells(net)
     for index, cell in enumerate(cells):
         for edge, ops in cell.edges.items():
             for name, op in ops.items():
@@ -165,7 +169,7 @@ def test_gradients_reach_weights_and_logits(mode):
     for cell_type in CELL_TYPES:
         assert net.alphas[cell_type].grad is not None and net.alphas[cell_type].grad.abs().sum() > 0
     assert net.encoder.stem[0].weight.grad.abs().sum() > 0
-    for cell in list(net.encoder.cells) + list(net.decoder.cells):
+    for cell in _net_cells(net):
         weights = net.last_weights[cell.cell_type]
         for e, edge in enumerate(EDGES):
             for name, op in cell.edges[edge].items():
@@ -198,10 +202,6 @@ def test_zero_edges_are_not_built():
         assert _shapes(net(torch.randn(1, 2, 16, 16, 16)))[0] == (1, 3, 16, 16, 16)
 
 
-def _net_cells(net):
-    return list(net.encoder.cells) + list(net.decoder.cells)
-
-
 def _reading_only(source):
     """A cell type whose ops all read input `source` (0: two cells back, 1: previous cell) or other nodes."""
     return tuple("zero" if s != source else "conv_3x3x3" for s, _ in EDGE_ENDPOINTS)
@@ -215,7 +215,7 @@ def test_cells_whose_output_nothing_reads_are_not_built():
     assert reads == {"encoder_normal": {0}, "reduction": {1}, "decoder_normal": {1}, "expansion": {1}}
     assert live_cells(reads) == [False, True] * 3 + [True] * 6
     net = _derived(ISOTROPIC, genotype=genotype)
-    built = [isinstance(cell, Cell) for cell in list(net.encoder.cells) + list(net.decoder.cells)]
+    built = [isinstance(cell, Cell) for cell in _net_cells(net)]
     assert built == live_cells(reads)
     assert not any(isinstance(cell, Cell) for cell in net.encoder.cells if cell.cell_type == "reduction")
     # expansion reading only input 0 (two back): the inter-cell feeds nothing, the last reduction cell does
