@@ -18,7 +18,7 @@ from scipy.stats import wilcoxon
 
 from nnunet_scnas.cli.main import main
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.compare import MIN_PAIRS, compare, paired_difference
+from nnunet_scnas.nnunet.compare.comparison import MIN_PAIRS, compare, paired_difference
 
 DATASET = "Dataset990_CompareTiny"
 LABELS = {"background": 0, "edema": 1, "tumour": 2}
@@ -58,7 +58,7 @@ def _plan_tiny_dataset(root) -> None:
     """Raw images and labels, a fingerprint, nnU-Net's planner, then our export of the SCNAS configuration."""
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
-    from nnunet_scnas.nnunet.export_plans import export_plans
+    from nnunet_scnas.nnunet.export.plans_export import export_plans
 
     raw, preprocessed = root / "nnUNet_raw" / DATASET, root / "nnUNet_preprocessed" / DATASET
     (raw / "imagesTr").mkdir(parents=True)
@@ -209,7 +209,7 @@ def test_network_cost_and_training_time(comparison, results):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_scnas.flops import count_flops, count_parameters, derived_flops
-    from nnunet_scnas.nnunet.export_plans import load_genotype
+    from nnunet_scnas.nnunet.export.plans_export import load_genotype
 
     plans = PlansManager(str(results / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json"))
     stock, scnas = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")

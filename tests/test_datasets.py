@@ -13,7 +13,7 @@ from nnunet_scnas.nnunet.datasets import DATASETS, make_dataset, raw_writer
 from nnunet_scnas.nnunet.datasets.phantom import SyntheticCase, case_rng
 from nnunet_scnas.nnunet.datasets.threshold_baseline import threshold_baseline
 
-from conftest import SMALL_SIZE
+from helpers import SMALL_SIZE
 NAMES = sorted(DATASETS)
 
 

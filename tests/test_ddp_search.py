@@ -19,12 +19,14 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunet_scnas.derived import SCNASUNet
-from nnunet_scnas.genotype import CELL_TYPES, EDGE_ENDPOINTS, EDGES, Genotype, derive_genotype
+from nnunet_scnas.genotype import CELL_TYPES, Genotype
 from nnunet_scnas.locations import plans_dir
-from nnunet_scnas.nnunet.search_state import PlateauSchedule, SearchOptimizer, seed_everything
-from nnunet_scnas.nnunet.search_step import allow_unused_parameters, search_iteration
-from nnunet_scnas.ops import OPS
+from nnunet_scnas.nnunet.search.state import SearchOptimizer, seed_everything
+from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
+from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.supernet import SCNASSupernet
+
+from helpers import random_genotype, reading_only
 
 WORLD_SIZE = 2
 ITERATIONS = 3
@@ -217,15 +219,10 @@ def _parameters_without_gradient(genotype: Genotype) -> list[str]:
     return [name for name, p in network.named_parameters() if p.grad is None]
 
 
-def _derived_from_random_logits(seed: int) -> Genotype:
-    g = torch.Generator().manual_seed(seed)
-    return derive_genotype({ct: torch.randn(len(EDGES), len(OPS), generator=g) for ct in CELL_TYPES})
-
-
 @pytest.mark.parametrize("genotype", [
     *(pytest.param(Genotype.from_dict(json.loads(path.read_text())), id=path.stem)
       for path in sorted(plans_dir().glob("*.json"))),
-    *(pytest.param(_derived_from_random_logits(seed), id=f"derived-{seed}") for seed in range(4)),
+    *(pytest.param(random_genotype(seed), id=f"derived-{seed}") for seed in range(4)),
 ])
 def test_derived_network_gives_every_parameter_a_gradient(genotype):
     assert _parameters_without_gradient(genotype) == []
@@ -234,8 +231,6 @@ def test_derived_network_gives_every_parameter_a_gradient(genotype):
 def test_derived_network_of_a_genotype_that_ignores_a_cell_gives_every_parameter_a_gradient():
     # encoder_normal never reads input 1 and reduction never reads input 0: the three reduction cells feed
     # nothing (derive_genotype gives such genotypes when zero wins many edges, the collapse the paper warns of)
-    def reading_only(source):
-        return tuple("zero" if s != source else "conv_3x3x3" for s, _ in EDGE_ENDPOINTS)
     genotype = Genotype(encoder_normal=reading_only(0), reduction=reading_only(1),
                         decoder_normal=reading_only(1), expansion=reading_only(1))
     assert _parameters_without_gradient(genotype) == []

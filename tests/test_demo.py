@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import BIN, run_command
+from helpers import BIN, run_command
 
 TRAINER = "nnUNetTrainerCPUBudget_quick"
 

@@ -22,11 +22,11 @@ from nnunet_scnas.cli.main import main
 from nnunet_scnas.flops import derived_flops
 from nnunet_scnas.genotype import CELL_TYPES, SCHEMA_VERSION, Genotype
 from nnunet_scnas.locations import plans_dir
-from nnunet_scnas.nnunet.export_plans import AUTO_WIDTH_TOLERANCE
-from nnunet_scnas.nnunet.jaccard_loss import SoftJaccardLoss
-from nnunet_scnas.nnunet.plateau_lr import TrainingLossPlateau
+from nnunet_scnas.nnunet.export.plans_export import AUTO_WIDTH_TOLERANCE
+from nnunet_scnas.nnunet.training.jaccard_loss import SoftJaccardLoss
+from nnunet_scnas.nnunet.training.plateau import TrainingLossPlateau
 
-from conftest import BIN, PlannedDataset, run_command
+from helpers import BIN, PlannedDataset, run_command
 
 
 def run(command, env, timeout=900):

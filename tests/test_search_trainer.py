@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, run_command
+from helpers import BIN, run_command
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import CELL_TYPES, Genotype
-from nnunet_scnas.nnunet.bilevel_split import split_weight_and_architecture
-from nnunet_scnas.nnunet.cpu_layout import channels_last_on_cpu
-from nnunet_scnas.nnunet.search_state import PlateauSchedule
+from nnunet_scnas.nnunet.search.split import split_weight_and_architecture
+from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
+from nnunet_scnas.nnunet.search.state import PlateauSchedule
 from nnunet_scnas.supernet import SCNASSupernet
 
 SEARCH_TRAINER = "nnUNetTrainerSCNASSearch_cpuQuick"

@@ -2,12 +2,12 @@
 
 The demo trains both sides of its comparison (stock `3d_fullres` and the derived `3d_fullres_scnas`) with
 this same trainer, so that the architecture is the only difference. Everything else is nnU-Net's recipe; on
-the CPU both networks run in channels-last layout (same computation, see `cpu_layout.py`).
+the CPU both networks run in channels-last layout (same computation, see `nnunet_scnas/nnunet/training/cpu_layout.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_scnas.nnunet.cpu_layout import channels_last_on_cpu
+from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
 
 
 class nnUNetTrainerCPUBudget(nnUNetTrainer):

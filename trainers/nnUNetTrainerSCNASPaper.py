@@ -9,8 +9,8 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_scnas.nnunet.jaccard_loss import SoftJaccardLoss
-from nnunet_scnas.nnunet.plateau_lr import TrainingLossPlateau
+from nnunet_scnas.nnunet.training.jaccard_loss import SoftJaccardLoss
+from nnunet_scnas.nnunet.training.plateau import TrainingLossPlateau
 
 
 class nnUNetTrainerSCNASPaper(nnUNetTrainer):

@@ -1,35 +1,30 @@
 """`nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainerSCNASSearch`: the SCNAS architecture search.
 
-Bi-level and first-order, as in the paper (§2.2, Algorithm 1): the fold's training cases are split 4:1 into a
-weight set and an architecture set; each iteration takes one weight step on a weight-set batch and one
-architecture step on an architecture-set batch, each with a freshly sampled two-op architecture. The fold's
-validation cases are never seen by the search. Everything else is nnU-Net's: plans, patch size,
-preprocessing, augmentation, deep-supervision loss, logging, checkpoints (`--c` resumes exactly).
-
-nnU-Net's data loader for the architecture set is its validation loader (random patches, no augmentation),
-and its per-epoch "pseudo Dice" is that of the current argmax architecture on the architecture set.
-
-Multi-GPU (`-num_gpus N`, nnU-Net's DDP): all ranks train the same two-op sample in a step (it is seeded from
-the iteration, see `search_step.py`), the supernet is wrapped so that DDP accepts its unused parameters, and
-each rank draws its own random patches, as in nnU-Net; rank 0 writes the split, genotype and report.
+Bi-level and first-order (paper §2.2, Algorithm 1): the fold's training cases are split 4:1 into a weight set
+(nnU-Net's "train" loader) and an architecture set (its "val" loader: random patches, no augmentation); each
+iteration is a weight step and an architecture step, each on a fresh two-op sample (`search/step.py`). The
+fold's validation cases are never seen. Everything else is nnU-Net's; `--c` resumes exactly. The per-epoch
+pseudo Dice is that of the current genotype on the architecture set. The logic lives in
+`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change.
 """
-import os
-
-import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scnas.errors import exit_on_user_error
-from nnunet_scnas.nnunet.cpu_layout import channels_last_on_cpu
-from nnunet_scnas.nnunet.bilevel_split import load_or_make_split
-from nnunet_scnas.nnunet.plan_strides import scnas_strides
-from nnunet_scnas.nnunet.search_checkpoint import check_search_checkpoint
-from nnunet_scnas.nnunet.search_report import SearchReport, draw_cells
-from nnunet_scnas.nnunet.search_state import (PlateauSchedule, SearchOptimizer, TemperatureSchedule, seed_everything,
-                                              seed_from)
-from nnunet_scnas.nnunet.search_step import allow_unused_parameters, search_iteration
+from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
+from nnunet_scnas.nnunet.search.checkpoint import check_search_checkpoint, save_atomically
+from nnunet_scnas.nnunet.search.report import SearchReport
+from nnunet_scnas.nnunet.search.split import describe_split, load_or_make_split
+from nnunet_scnas.nnunet.search.state import SearchOptimizer, TemperatureSchedule, seed_everything, seed_from
+from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
+from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
+from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
+
+SKIPPED_VALIDATION = ("Validation skipped for the search: the supernet's weights were trained for sampled "
+                      "sub-networks, so its Dice would mislead; the fold's validation cases are left for the "
+                      "retrained network (nnunet-scnas export-plans, then nnUNetv2_train with the new configuration).")
 
 
 class nnUNetTrainerSCNASSearch(nnUNetTrainer):
@@ -70,8 +65,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         self._seed_data_streams()  # before nnU-Net forks its augmentation workers
 
     def _seed_data_streams(self):
-        # nnU-Net shards no data: ranks differ only by the random patches they draw, so each rank gets its own
-        # streams; seeded per epoch, a search is reproducible and resumes exactly (with nnUNet_n_proc_DA=0)
+        # ranks differ only by the patches they draw; seeded per epoch, a search resumes exactly
         seed_everything(seed_from(self.search_seed, self.current_epoch, self.local_rank))
 
     def _do_i_compile(self):
@@ -92,10 +86,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         return self.network.module if self.is_ddp else self.network
 
     def _get_deep_supervision_scales(self):
-        # the supernet has 3 resolution stages below the stem, whatever the plan's depth
-        if not self.enable_deep_supervision:
-            return None
-        return list(list(s) for s in 1 / np.cumprod(np.vstack(self.search_strides), axis=0))[:-1]
+        return deep_supervision_scales(self.search_strides) if self.enable_deep_supervision else None
 
     def configure_optimizers(self):
         weights = torch.optim.Adam(self.network.weight_parameters(), self.weight_lr, betas=self.weight_betas)
@@ -108,14 +99,12 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         # nnU-Net's "train" and "val" loaders become the weight-set and architecture-set loaders
         fold_training_cases, _ = self.do_split()
         with exit_on_user_error():
-            weight_cases, architecture_cases = load_or_make_split(self.output_folder, fold_training_cases,
-                                                                  self.search_seed, save=self.local_rank == 0)
-        self.print_to_log_file(f"Search split of the fold's {len(fold_training_cases)} training cases: "
-                               f"{len(weight_cases)} weight, {len(architecture_cases)} architecture "
-                               f"(the fold's validation cases are not used by the search)")
+            split = load_or_make_split(self.output_folder, fold_training_cases, self.search_seed,
+                                       save=self.local_rank == 0)
+        self.print_to_log_file(describe_split(*split))
         return tuple(self.dataset_class(self.preprocessed_dataset_folder, cases,
                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
-                     for cases in (weight_cases, architecture_cases))
+                     for cases in split)
 
     def on_train_start(self):
         super().on_train_start()
@@ -137,9 +126,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
-        self._architecture_loss = float(np.mean([o['architecture_loss'] for o in train_outputs]))
-        train_loss = self.logger.get_value('train_losses', step=-1)
-        if self.optimizer.plateau.observe(train_loss):
+        self.architecture_loss = float(sum(o['architecture_loss'] for o in train_outputs) / len(train_outputs))
+        if self.optimizer.plateau.observe(self.logger.get_value('train_losses', step=-1)):
             self.print_to_log_file(f"training loss plateaued for {self.plateau_patience} epochs: weight lr -> "
                                    f"{self.optimizer.param_groups[0]['lr']:.2e}")
 
@@ -149,28 +137,15 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def on_epoch_end(self):
         if self.local_rank == 0:
-            self._report_epoch()
+            self.print_to_log_file(f"architecture loss {self.architecture_loss:.4f}")
+            for line in self.report.record_search_epoch(
+                    self.current_epoch, self.supernet, self.logger.get_value('train_losses', step=-1),
+                    self.architecture_loss, self.optimizer.param_groups[0]['lr']):
+                self.print_to_log_file(line)
         super().on_epoch_end()
 
-    def _report_epoch(self):
-        network = self.supernet
-        genotype = network.genotype()
-        lines = self.report.record_epoch(
-            self.current_epoch, dict(network.alphas.items()), genotype, tau=network.tau,
-            train_loss=float(self.logger.get_value('train_losses', step=-1)),
-            architecture_loss=self._architecture_loss, weight_lr=self.optimizer.param_groups[0]['lr'])
-        self.report.write(genotype)
-        self.print_to_log_file(f"architecture loss {self._architecture_loss:.4f}")
-        for line in lines:
-            self.print_to_log_file(line)
-
     def save_checkpoint(self, filename: str) -> None:
-        # nnU-Net writes checkpoints in place; a kill mid-write must not leave a corrupt one
-        partial = filename + ".partial"
-        super().save_checkpoint(partial)
-        # rank 0 writes it (nnU-Net); another rank renaming it could catch it mid-write
-        if self.local_rank == 0 and os.path.isfile(partial):
-            os.replace(partial, filename)
+        save_atomically(super().save_checkpoint, filename, is_writer=self.local_rank == 0)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if not self.was_initialized:
@@ -182,20 +157,10 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     def on_train_end(self):
         super().on_train_end()
         if self.local_rank == 0:
-            genotype = self.supernet.genotype()
-            self.report.write(genotype)
-            drawings = draw_cells(genotype, os.path.join(self.output_folder, "cells"))
-            self.print_to_log_file(f"Search finished. Genotype: {os.path.join(self.output_folder, 'genotype.json')}\n"
-                                   f"Cell drawings: {', '.join(map(str, drawings))}\n"
-                                   f"Next: nnunet-scnas export-plans -d {self.plans_manager.dataset_name} -g "
-                                   f"{os.path.join(self.output_folder, 'genotype.json')}")
+            self.print_to_log_file(self.report.finish(self.supernet.genotype(), self.plans_manager.dataset_name))
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        # The supernet's weights were trained for sampled sub-networks, not for the argmax one: its Dice on the
-        # fold's validation cases would mislead. The number that counts comes from retraining the genotype.
-        self.print_to_log_file("Validation skipped for the search: the fold's validation cases are left for the "
-                               "retrained network (nnunet-scnas export-plans, then nnUNetv2_train with the new "
-                               "configuration).")
+        self.print_to_log_file(SKIPPED_VALIDATION)
 
 
 class nnUNetTrainerSCNASSearch_5epochs(nnUNetTrainerSCNASSearch):

@@ -17,17 +17,10 @@ def add_arguments(parser):
 
 def run(args) -> int:
     # imported here so that `nnunet-scnas --help` does not load nnU-Net and torch
-    from nnunet_scnas.nnunet.compare import DEFAULT_METHODS, compare
-    from nnunet_scnas.nnunet.compare_report import dice_table, missing_folds_text
-    from nnunet_scnas.nnunet.trained_results import Method
+    from nnunet_scnas.nnunet.compare.comparison import DEFAULT_METHODS, compare
+    from nnunet_scnas.nnunet.compare.report import terminal_summary
+    from nnunet_scnas.nnunet.compare.results import Method
 
     methods = [Method.parse(spec) for spec in args.methods] if args.methods else DEFAULT_METHODS
-    comparison = compare(args.dataset, methods, args.folds, args.output_dir)
-    print(f"{comparison.dataset}: Dice (%), mean ± std over folds\n")
-    print(dice_table(comparison))
-    if comparison.partial:
-        print(f"\nPARTIAL COMPARISON: {missing_folds_text(comparison)}")
-    print()
-    for kind, path in comparison.files.items():
-        print(f"{kind:9s}{path}")
+    print(terminal_summary(compare(args.dataset, methods, args.folds, args.output_dir)))
     return 0

@@ -37,13 +37,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from nnunet_scnas.nnunet.export_plans import export_plans
+    from nnunet_scnas.nnunet.export.plans_export import export_plans
 
     done = export_plans(args.dataset, args.genotype, source=args.source, target=args.target,
                         plans_name=args.plans, width=args.width, force=args.force)
-    print(f"stock   {done.source} ({done.stock_class_name.rsplit('.', 1)[-1]}): {done.stock.describe(done.patch_size)}")
-    print(f"derived {done.target} (SCNASUNet, stem width {done.stem_width}): {done.derived.describe(done.patch_size)} "
-          f"({done.derived.flops / done.stock.flops - 1:+.1%} FLOPs)")
-    print(f"wrote configuration {done.target!r} to {done.plans_file} (previous version: {done.backup_file.name})")
-    print(f"next: nnUNetv2_train {done.dataset_name} {done.target} FOLD")
+    print(done.summary())
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from nnunet_scnas import __version__
 from nnunet_scnas.atomic import write_json
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.nnunet_commands import nnunet_paths, run_nnunet
+from nnunet_scnas.nnunet.commands import nnunet_paths, run_nnunet
 
 BRAIN_ID, LUNG_ID = 901, 902
 SEARCH_FOLD = 0
@@ -42,12 +42,30 @@ PROFILES = {
 }
 
 
-def _cli(*argv) -> None:
-    from nnunet_scnas.cli.main import main
+# The adapter's stages are imported when they run: nnU-Net reads its folder variables when first imported, and
+# `Demo.run` sets them first.
+def _make_dataset(name: str, raw: Path, cases: int, size: int | None, dataset_id: int) -> None:
+    from nnunet_scnas.nnunet.datasets import make_dataset
 
-    code = main([str(a) for a in argv])
-    if code:
-        raise UserError(f"nnunet-scnas {argv[0]} failed (exit code {code}); its message is above")
+    folder = make_dataset(name, raw, cases=cases, size=size, dataset_id=dataset_id, force=True,
+                          progress=lambda line: print(line, flush=True))
+    print(f"wrote {folder}", flush=True)
+
+
+def _export_plans(dataset_id: int, genotype: Path, width: str) -> None:
+    from nnunet_scnas.nnunet.export.plans_export import export_plans
+
+    width = width if width == "auto" else int(width)
+    print(export_plans(str(dataset_id), str(genotype), width=width, force=True).summary(), flush=True)
+
+
+def _compare(dataset_id: int, folds, output_dir: Path, trainer: str) -> None:
+    from nnunet_scnas.nnunet.compare.comparison import compare
+    from nnunet_scnas.nnunet.compare.report import terminal_summary
+    from nnunet_scnas.nnunet.compare.results import Method
+
+    methods = [Method("nnU-Net", trainer, "3d_fullres"), Method("SCNAS", trainer, "3d_fullres_scnas")]
+    print(terminal_summary(compare(dataset_id, methods, folds, output_dir)), flush=True)
 
 
 class Demo:
@@ -88,9 +106,6 @@ class Demo:
     def _save_state(self) -> None:
         write_json(self.state_file, {"settings": self.settings, "done": self.done})
 
-    def _size_args(self) -> list:
-        return [] if self.profile.size is None else ["--size", self.profile.size]
-
     def _train_args(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> list:
         return [dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c"]
 
@@ -103,9 +118,8 @@ class Demo:
         genotype = self.search_folder() / "genotype.json"
         raw = self.workdir / "nnUNet_raw"
         stages = [
-            ("make brain-tumour-like dataset", lambda: _cli("make-dataset", "braintumour", "--cases", p.brain_cases,
-                                                            *self._size_args(), "--id", BRAIN_ID, "--out", raw,
-                                                            "--force")),
+            ("make brain-tumour-like dataset",
+             lambda: _make_dataset("braintumour", raw, p.brain_cases, p.size, BRAIN_ID)),
             ("plan and preprocess (nnU-Net)", lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
                                                                  "-c", "3d_fullres", "-np", 2,
                                                                  "--verify_dataset_integrity")),
@@ -113,18 +127,17 @@ class Demo:
              lambda: run_nnunet("nnUNetv2_train", *self._train_args(BRAIN_ID, "3d_fullres", SEARCH_FOLD,
                                                                      p.search_trainer))),
             (f"export the genotype as configuration 3d_fullres_scnas (width {p.width})",
-             lambda: _cli("export-plans", "-d", BRAIN_ID, "-g", genotype, "--width", p.width, "--force")),
+             lambda: _export_plans(BRAIN_ID, genotype, p.width)),
         ]
         stages += self._train_and_compare_stages(BRAIN_ID, "brain-tumour-like")
         stages += [
-            ("make CT-like dataset (transfer target)", lambda: _cli("make-dataset", "lungnodule", "--cases",
-                                                                    p.lung_cases, *self._size_args(), "--id",
-                                                                    LUNG_ID, "--out", raw, "--force")),
+            ("make CT-like dataset (transfer target)",
+             lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.size, LUNG_ID)),
             ("plan and preprocess the CT-like dataset (nnU-Net)",
              lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
                                 "--verify_dataset_integrity")),
             ("transfer: export the brain-tumour genotype to the CT-like dataset",
-             lambda: _cli("export-plans", "-d", LUNG_ID, "-g", genotype, "--width", p.width, "--force")),
+             lambda: _export_plans(LUNG_ID, genotype, p.width)),
         ]
         stages += self._train_and_compare_stages(LUNG_ID, "CT-like")
         return stages
@@ -137,10 +150,8 @@ class Demo:
                 stages.append((f"train {who} ({configuration}) on the {label} set, fold {fold}",
                                lambda c=configuration, f=fold: run_nnunet(
                                    "nnUNetv2_train", *self._train_args(dataset_id, c, f, p.train_trainer))))
-        stages.append((f"compare on the {label} set", lambda: _cli(
-            "compare", "-d", dataset_id, "-f", *p.folds, "-o", self.results_folder(dataset_id),
-            "--method", f"nnU-Net={p.train_trainer}:3d_fullres",
-            "--method", f"SCNAS={p.train_trainer}:3d_fullres_scnas")))
+        stages.append((f"compare on the {label} set",
+                       lambda: _compare(dataset_id, p.folds, self.results_folder(dataset_id), p.train_trainer)))
         return stages
 
     def results_folder(self, dataset_id: int) -> Path:

@@ -1,4 +1,6 @@
 """Which part of an nnU-Net plan the SCNAS macro-architecture uses, with clear errors when it cannot."""
+import numpy as np
+
 from nnunet_scnas.errors import UserError
 
 NUM_DOWNSAMPLINGS = 3  # the paper's U-Net: three reductions, three expansions
@@ -23,3 +25,12 @@ def scnas_strides(configuration_manager, configuration_name: str = "") -> list[l
             f"(patch {patch_size}, strides {strides}): use larger images or a larger patch "
             f"(images of at least ~32 voxels along the in-plane axes)")
     return [[1, 1, 1]] + downsamplings[:NUM_DOWNSAMPLINGS]
+
+
+def deep_supervision_scales(strides: list[list[int]]) -> list[list[float]]:
+    """nnU-Net's deep-supervision scales for SCNAS `strides`: 1 / cumprod(strides), the coarsest one dropped.
+
+    The SCNAS networks have 3 resolution stages below the stem whatever the plan's depth, so the trainer's
+    scales come from these strides, not from the plan's own.
+    """
+    return [list(s) for s in 1 / np.cumprod(np.vstack(strides), axis=0)][:-1]

@@ -1,4 +1,8 @@
-"""Check a checkpoint before `--c` resumes a search from it: one clear error instead of a state-dict dump."""
+"""Search checkpoints: written atomically, and checked before `--c` resumes from one (one clear error instead of
+a state-dict dump)."""
+import os
+from collections.abc import Callable
+
 import torch
 
 from nnunet_scnas.errors import UserError
@@ -32,3 +36,15 @@ def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module) -
         differing = sorted(set(found.items()) ^ set(expected.items()))
         raise UserError(f"{name} holds a different supernet (other stem width, strides, channels or classes; "
                         f"first difference: {differing[0][0]}); {FRESH_START}")
+
+
+def save_atomically(save: Callable[[str], None], filename: str, is_writer: bool) -> None:
+    """`save(path)` to a temporary name, then renamed: a kill mid-write never leaves a corrupt `filename`.
+
+    nnU-Net's own `save_checkpoint` writes in place. Only the rank that writes (`is_writer`, rank 0) renames:
+    another rank could catch the file mid-write.
+    """
+    partial = filename + ".partial"
+    save(partial)
+    if is_writer and os.path.isfile(partial):
+        os.replace(partial, filename)

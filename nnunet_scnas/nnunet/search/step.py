@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunet_scnas.nnunet.search_state import SearchOptimizer, seed_from
+from nnunet_scnas.nnunet.search.state import SearchOptimizer, seed_from
 from nnunet_scnas.supernet import SCNASSupernet
 
 WEIGHT_STEP, ARCHITECTURE_STEP = 0, 1

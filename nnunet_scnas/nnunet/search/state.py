@@ -12,36 +12,8 @@ import numpy as np
 import torch
 
 from nnunet_scnas.genotype import SEARCH_SPACE_ID
+from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import tau_schedule
-
-
-class PlateauSchedule:
-    """Multiply the learning rate by `factor` once the training loss has not improved for `patience` epochs."""
-
-    def __init__(self, optimizer, patience: int, factor: float):
-        self.optimizer, self.patience, self.factor = optimizer, patience, factor
-        self.best_loss = float("inf")
-        self.epochs_without_improvement = 0
-
-    def observe(self, train_loss: float) -> bool:
-        """Record one epoch's training loss; True when the learning rate was just reduced."""
-        if train_loss < self.best_loss:
-            self.best_loss, self.epochs_without_improvement = train_loss, 0
-            return False
-        self.epochs_without_improvement += 1
-        if self.epochs_without_improvement < self.patience:
-            return False
-        for group in self.optimizer.param_groups:
-            group["lr"] *= self.factor
-        self.epochs_without_improvement = 0
-        return True
-
-    def state_dict(self):
-        return {"best_loss": self.best_loss, "epochs_without_improvement": self.epochs_without_improvement}
-
-    def load_state_dict(self, state):
-        self.best_loss = state["best_loss"]
-        self.epochs_without_improvement = state["epochs_without_improvement"]
 
 
 def seed_from(*key: int) -> int:

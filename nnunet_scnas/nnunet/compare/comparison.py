@@ -18,8 +18,8 @@ from pathlib import Path
 from scipy.stats import wilcoxon
 
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.compare_report import write_report
-from nnunet_scnas.nnunet.trained_results import Method, TrainedMethod, dataset_results_folder, read_trained_method
+from nnunet_scnas.nnunet.compare.report import write_report
+from nnunet_scnas.nnunet.compare.results import Method, TrainedMethod, dataset_results_folder, read_trained_method
 
 DEFAULT_METHODS = (Method("nnU-Net", "nnUNetTrainer", "3d_fullres"),
                    Method("SCNAS", "nnUNetTrainer", "3d_fullres_scnas"))

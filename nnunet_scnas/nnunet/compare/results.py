@@ -18,7 +18,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.export_plans import stock_network_size
+from nnunet_scnas.nnunet.export.plans_export import stock_network_size
 
 # a line that nnUNetTrainer.on_epoch_end writes: "<timestamp>: Epoch time: 12.34 s"
 EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")

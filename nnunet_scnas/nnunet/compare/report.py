@@ -135,6 +135,16 @@ def plot(comparison, path: Path) -> None:
         figure.savefig(tmp, dpi=120, format="png")
 
 
+def terminal_summary(comparison) -> str:
+    """What `compare` prints: the Dice table, a partial-comparison warning, and the files written."""
+    lines = [f"{comparison.dataset}: Dice (%), mean ± std over folds", "", dice_table(comparison)]
+    if comparison.partial:
+        lines += ["", f"PARTIAL COMPARISON: {missing_folds_text(comparison)}"]
+    lines.append("")
+    lines += [f"{kind:9s}{path}" for kind, path in comparison.files.items()]
+    return "\n".join(lines)
+
+
 def missing_folds_text(comparison) -> str:
     return "; ".join(f"{m.method.name} lacks {m.missing_text}" for m in comparison.methods if m.missing_folds)
 

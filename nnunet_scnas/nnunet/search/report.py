@@ -77,6 +77,26 @@ class SearchReport:
             + (f"{len(changes)} edges changed: {shown}" if changes else "unchanged"),
         ]
 
+    def record_search_epoch(self, epoch: int, supernet, train_loss: float, architecture_loss: float,
+                            weight_lr: float) -> list[str]:
+        """Record the epoch that just ended from the supernet's logits, rewrite the fold folder's files, and
+        return the log lines (see `record_epoch`)."""
+        genotype = supernet.genotype()
+        lines = self.record_epoch(epoch, dict(supernet.alphas.items()), genotype, tau=supernet.tau,
+                                  train_loss=float(train_loss), architecture_loss=architecture_loss,
+                                  weight_lr=weight_lr)
+        self.write(genotype)
+        return lines
+
+    def finish(self, genotype: Genotype, dataset_name: str) -> str:
+        """Write the final genotype, history, plot and cell drawings; returns what the log should say next."""
+        self.write(genotype)
+        drawings = draw_cells(genotype, self.folder / "cells")
+        genotype_file = self.folder / "genotype.json"
+        return (f"Search finished. Genotype: {genotype_file}\n"
+                f"Cell drawings: {', '.join(map(str, drawings))}\n"
+                f"Next: nnunet-scnas export-plans -d {dataset_name} -g {genotype_file}")
+
     def write(self, genotype: Genotype) -> None:
         write_json(self.folder / "genotype.json", genotype.to_dict())
         write_json(self.folder / "alpha_history.json",

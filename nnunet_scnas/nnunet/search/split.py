@@ -40,3 +40,9 @@ def load_or_make_split(output_folder, case_ids, seed: int, save: bool = True):
     if save:
         write_json(path, {"seed": seed, "weight": weight, "architecture": architecture})
     return weight, architecture
+
+
+def describe_split(weight_cases, architecture_cases) -> str:
+    return (f"Search split of the fold's {len(weight_cases) + len(architecture_cases)} training cases: "
+            f"{len(weight_cases)} weight, {len(architecture_cases)} architecture "
+            f"(the fold's validation cases are not used by the search)")

@@ -56,7 +56,7 @@ class NetworkSize:
 
 @dataclass(frozen=True)
 class Export:
-    """What `export_plans` did, for the CLI to report."""
+    """What `export_plans` did."""
     dataset_name: str
     plans_file: Path
     backup_file: Path
@@ -67,6 +67,15 @@ class Export:
     stock_class_name: str
     stock: NetworkSize
     derived: NetworkSize
+
+    def summary(self) -> str:
+        """What a user reads after an export: both networks' cost, where the plans went, the next command."""
+        return "\n".join([
+            f"stock   {self.source} ({self.stock_class_name.rsplit('.', 1)[-1]}): {self.stock.describe(self.patch_size)}",
+            f"derived {self.target} (SCNASUNet, stem width {self.stem_width}): "
+            f"{self.derived.describe(self.patch_size)} ({self.derived.flops / self.stock.flops - 1:+.1%} FLOPs)",
+            f"wrote configuration {self.target!r} to {self.plans_file} (previous version: {self.backup_file.name})",
+            f"next: nnUNetv2_train {self.dataset_name} {self.target} FOLD"])
 
 
 def genotype_file(name_or_path: str) -> Path:

@@ -1,0 +1,1 @@
+"""The search stage: what `nnUNetTrainerSCNASSearch` does besides nnU-Net's hooks."""
