@@ -72,22 +72,25 @@ def matched_width(patch, strides):
     from nnunet_scnas import count_flops, match_width
     with torch.device("meta"):
         target = count_flops(plain_unet(strides, deep_supervision=False), (INPUT_CHANNELS, *patch))
+    # widths are multiples of 4: the nearest can be ~4/width off in FLOPs, as export-plans allows
     return match_width(sample_genotype(), target, input_channels=INPUT_CHANNELS, num_classes=NUM_CLASSES,
-                       patch_size=patch, strides=strides)
+                       patch_size=patch, strides=strides, tolerance=0.10)
 
 
 def build(config, args, strides):
     import torch
 
-    from nnunet_scnas import SCNASSupernet, SCNASUNet
+    from nnunet_scnas import CELL_LAYOUT, SCNASSupernet, SCNASUNet
     if config in ("two_op", "all_ops"):
         model = SCNASSupernet(INPUT_CHANNELS, NUM_CLASSES, args.stem_width, strides, deep_supervision=True)
         model.mode, model.generator, model.tau = config, torch.Generator().manual_seed(0), args.tau
+        model.arch_grad = False  # a weight step: the edge weights enter as constants, as the search trains them
         return model, model.weight_parameters()
     if config in ("derived", "derived_matched"):
         width = args.stem_width if config == "derived" else args.matched_width
         model = SCNASUNet(input_channels=INPUT_CHANNELS, num_classes=NUM_CLASSES, deep_supervision=True,
-                          genotype=sample_genotype().to_dict(), stem_width=width, strides=strides)
+                          genotype=sample_genotype().to_dict(), stem_width=width, strides=strides,
+                          cell_layout=CELL_LAYOUT)
         return model, list(model.parameters())
     model = plain_unet(strides)
     return model, list(model.parameters())

@@ -20,6 +20,7 @@ _EXPORTS = {
     "Genotype": "genotype",
     "derive_genotype": "genotype",
     "Cell": "cell",
+    "CELL_LAYOUT": "cell",
     "SCNASSupernet": "supernet",
     "SCNASUNet": "derived",
     "count_flops": "flops",

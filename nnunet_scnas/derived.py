@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .cell import Cell
+from .cell import CELL_LAYOUT, Cell
 from .genotype import CELL_TYPES, Genotype
 from .macro import UNetMacro, live_cells
 
@@ -11,8 +11,9 @@ class SCNASUNet(UNetMacro):
     """A U-Net of SCNAS cells built from a genotype; usable as an nnU-Net plans architecture.
 
     nnU-Net builds it as `SCNASUNet(input_channels=..., num_classes=..., deep_supervision=..., **arch_kwargs)`,
-    so every other argument is JSON data. Edges whose op is `zero` are not built, nor are cells whose output
-    nothing reads (possible when a cell type ignores one of its inputs; see `macro.live_cells`).
+    so every other argument is JSON data. Cells of width W have 4 nodes of W/4 channels and output their concat
+    (see `cell.py`). Edges whose op is `zero` are not built, nor are cells whose output nothing reads (possible
+    when a cell type ignores one of its inputs; see `macro.live_cells`).
 
     Args:
         input_channels: image channels (the stem adapts, so a genotype transfers across datasets).
@@ -20,14 +21,25 @@ class SCNASUNet(UNetMacro):
         deep_supervision: list of 3 outputs (full, /s1, /(s1*s2)), highest resolution first, instead of one
             tensor; `decoder.deep_supervision` switches it later.
         genotype: the JSON form of a `Genotype` (`Genotype.to_dict()`), validated here.
-        stem_width: C; level l has C * 2**l channels (paper: 68 for the retrained network).
+        stem_width: C, a multiple of 4; level l has C * 2**l channels (paper: 68 for the retrained network).
         strides: `[[1,1,1], s1, s2, s3]`, as in the nnU-Net plan (see `macro.py` for the cell sequence).
+        cell_layout: must be `CELL_LAYOUT`; exported configurations record it, so that one written for the old
+            cell layout (absent: None), whose parameters differ, is refused with a clear message.
+
+    Attribute `checkpoint_cells` (default False): recompute each cell in the backward pass (see `UNetMacro`).
 
     Shapes: input `[N, input_channels, X, Y, Z]`, output `[N, num_classes, X, Y, Z]` (or the list).
     """
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool, genotype: dict,
-                 stem_width: int, strides: list):
+                 stem_width: int, strides: list, cell_layout: str | None = None):
+        if cell_layout is None:
+            raise ValueError("this configuration was exported for the old cell layout (nodes as wide as the cell, "
+                             "projected concat); re-export it with `nnunet-scnas export-plans` (the genotype stays "
+                             "valid)")
+        if cell_layout != CELL_LAYOUT:
+            raise ValueError(f"unknown cell_layout {cell_layout!r}; this version of nnunet-scnas builds "
+                             f"{CELL_LAYOUT!r}")
         parsed = Genotype.from_dict(genotype)
         super().__init__(input_channels, num_classes, stem_width, strides, deep_supervision,
                          make_cell=lambda cell_type, in_channels, channels, stride:

@@ -26,7 +26,7 @@ def cell_dot(genotype: Genotype, cell_type: str) -> str:
         lines.append(f'  x{i} [label="{name}", fillcolor=lightblue];')
     for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
         lines.append(f'  x{node} [label="x{node}", fillcolor=lightyellow];')
-    lines.append('  out [label="concat -> 1x1x1", fillcolor=palegreen];')
+    lines.append('  out [label="concat", fillcolor=palegreen];')
     for source, target, op in _edges(genotype, cell_type):
         lines.append(f'  x{source} -> x{target} [label="{op}", fontsize=10];')
     for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
@@ -92,7 +92,7 @@ def _draw_with_matplotlib(genotype: Genotype, cell_type: str, path: Path) -> Non
     for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
         arrow(position[node], position["out"], 0.08 * (NUM_INPUTS + NUM_NODES - node), color="gray",
               linestyle="--")
-    labels = {0: _INPUT_NAMES[0], 1: _INPUT_NAMES[1], "out": "concat -> 1x1x1"}
+    labels = {0: _INPUT_NAMES[0], 1: _INPUT_NAMES[1], "out": "concat"}
     colors = {0: "lightblue", 1: "lightblue", "out": "palegreen"}
     for key, (x, y) in position.items():
         axes.text(x, y, labels.get(key, f"x{key}"), ha="center", va="center", fontsize=9,

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .cell import CELL_LAYOUT
 from .derived import SCNASUNet
-from .genotype import Genotype
+from .genotype import NUM_NODES, Genotype
 
 
 def count_flops(model: nn.Module, input_shape) -> int:
@@ -45,18 +46,20 @@ def derived_flops(genotype: Genotype | dict, stem_width: int, *, input_channels:
     genotype = genotype.to_dict() if isinstance(genotype, Genotype) else genotype
     with torch.device("meta"):
         model = SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=False,
-                          genotype=genotype, stem_width=stem_width, strides=[list(s) for s in strides])
+                          genotype=genotype, stem_width=stem_width, strides=[list(s) for s in strides],
+                          cell_layout=CELL_LAYOUT)
     return count_flops(model, (input_channels, *patch_size))
 
 
 def match_width(genotype: Genotype | dict, target_flops: int, *, input_channels: int, num_classes: int, patch_size,
                 strides, tolerance: float = 0.05) -> int:
-    """The stem width whose derived network's FLOPs at `patch_size` are closest to `target_flops`.
+    """The stem width (a multiple of 4) whose derived network's FLOPs at `patch_size` are closest to `target_flops`.
 
     Every conv costs c_in * c_out (or c, depthwise) per voxel and all widths are multiples of the stem width C,
-    so FLOPs = a * C**2 + b * C: two counts give a first guess, then a walk over integer widths (FLOPs grow
-    with C) finds the two widths around the target. Raises ValueError if the closest is further than
-    `tolerance` (relative) from the target, naming it.
+    so FLOPs = a * C**2 + b * C: the counts at C = 4 and 8 give a first guess, then a walk over the multiples of 4
+    (the 4 nodes of a cell are C/4 wide; FLOPs grow with C) finds the two widths around the target. Neighbouring
+    widths differ by about 8/C in FLOPs, so the closest may be ~4/C off. Raises ValueError if the closest is
+    further than `tolerance` (relative) from the target, naming it.
     """
     if target_flops <= 0:
         raise ValueError(f"target_flops must be > 0, got {target_flops}")
@@ -68,16 +71,18 @@ def match_width(genotype: Genotype | dict, target_flops: int, *, input_channels:
                                          patch_size=patch_size, strides=strides)
         return cache[width]
 
-    # a + b = f(1), 4a + 2b = f(2)
-    a = (flops(2) - 2 * flops(1)) / 2
-    b = flops(1) - a
-    width = max(1, round((-b + math.sqrt(b * b + 4 * a * target_flops)) / (2 * a)) if a > 0 else 1)
+    step = NUM_NODES
+    # f(s) = a s^2 + b s and f(2s) = 4 a s^2 + 2 b s, at s = step
+    a = (flops(2 * step) - 2 * flops(step)) / (2 * step ** 2)
+    b = (flops(step) - a * step ** 2) / step
+    guess = (-b + math.sqrt(b * b + 4 * a * target_flops)) / (2 * a) if a > 0 else step
+    width = step * max(1, round(guess / step))
     while flops(width) < target_flops:
-        width += 1
-    while width > 1 and flops(width - 1) >= target_flops:
-        width -= 1
-    # now flops(width - 1) < target <= flops(width), or width == 1
-    best = min({max(width - 1, 1), width}, key=lambda w: abs(flops(w) - target_flops))
+        width += step
+    while width > step and flops(width - step) >= target_flops:
+        width -= step
+    # now flops(width - step) < target <= flops(width), or width == step
+    best = min({max(width - step, step), width}, key=lambda w: abs(flops(w) - target_flops))
     error = abs(flops(best) - target_flops) / target_flops
     if error > tolerance:
         raise ValueError(f"no stem width gives FLOPs within {tolerance:.0%} of {target_flops:.4g}: the closest is "

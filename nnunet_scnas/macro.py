@@ -5,10 +5,12 @@ Cell sequence (levels 0..3 = full resolution, /s1, /s1*s2, /s1*s2*s3; widths C, 
     stem(L0, C) -> R(L1) E(L1) R(L2) E(L2) R(L3) I(L3) -> X(L2) D(L2) X(L1) D(L1) X(L0) D(L0) -> out cell
 
 R = reduction, E = encoder-normal, I = inter-cell (an encoder-normal cell: same structure and logits),
-X = expansion, D = decoder-normal; the stem is a fixed block of two 3x3x3 convs. Why this reading: the paper has 12 searched cells, three downsamplings
-and three upsamplings, normal and resizing cells alternating, and an inter-cell between encoder and
-decoder; pairing each resizing cell with one normal cell at its new level gives exactly R E R E R I +
-X D X D X D, so every level of the decoder has the same number of cells as the encoder side.
+X = expansion, D = decoder-normal; the stem is a fixed block of two 3x3x3 convs. A cell of width W has 4 nodes
+of W/4 channels and outputs their concat (`cell.py`), so C must be a multiple of 4. Why this reading: the
+paper has 12 searched cells, three downsamplings and three upsamplings, normal and resizing cells alternating,
+and an inter-cell between encoder and decoder; pairing each resizing cell with one normal cell at its new
+level gives exactly R E R E R I + X D X D X D, so every level of the decoder has the same number of cells as
+the encoder side.
 
 Wiring:
 - every cell reads the states of the previous two cells (s0 = two back, s1 = previous); the first
@@ -20,6 +22,10 @@ Wiring:
   levels 0, 1, 2, which are nnU-Net's deep-supervision scales 1, 1/s1, 1/(s1*s2) for strides
   [[1,1,1], s1, s2, s3]: the outputs come as a list, highest resolution first, without softmax.
 
+Activation checkpointing (`checkpoint_cells`): each cell's forward is recomputed in the backward pass instead
+of keeping its intermediate tensors (non-reentrant `torch.utils.checkpoint`). The recomputation runs the same ops:
+a cell draws nothing random, and the supernet draws its edge weights once per forward, outside the cells.
+
 A derived cell may ignore one of its inputs, so a cell's output can end up read by nothing (`live_cells`);
 the derived network does not build such a cell (`UnreadCell`): its parameters would never get a gradient,
 and stock DDP (`nnUNetv2_train -num_gpus N`) refuses parameters without one.
@@ -28,8 +34,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .cell import Cell
+from .genotype import NUM_NODES
 from .ops import Stride, activation, instance_norm
 
 ENCODER_CELLS = ("reduction", "encoder_normal") * 3  # the last encoder_normal is the inter-cell
@@ -96,6 +104,13 @@ class UnreadCell(nn.Module):
         return None
 
 
+def run_cell(cell: nn.Module, s0, s1, weights: torch.Tensor | None, checkpointed: bool):
+    """`cell(s0, s1, weights)`, recomputed in the backward pass instead of stored if `checkpointed`."""
+    if checkpointed and isinstance(cell, Cell):  # an UnreadCell computes nothing and returns None
+        return checkpoint(cell, s0, s1, weights, use_reentrant=False)
+    return cell(s0, s1, weights)
+
+
 class Stem(nn.Sequential):
     """The fixed first block at full resolution: (3x3x3 conv -> InstanceNorm) twice, LeakyReLU between."""
 
@@ -128,11 +143,11 @@ class Encoder(nn.Module):
             in_channels = (in_channels[1], widths[level])
         self.cells = nn.ModuleList(cells)
 
-    def forward(self, x, weights: Mapping[str, torch.Tensor] | None):
+    def forward(self, x, weights: Mapping[str, torch.Tensor] | None, checkpointed: bool = False):
         s0 = s1 = self.stem(x)
         skips = [s1]
         for state, cell in enumerate(self.cells, start=1):
-            s0, s1 = s1, cell(s0, s1, None if weights is None else weights[cell.cell_type])
+            s0, s1 = s1, run_cell(cell, s0, s1, None if weights is None else weights[cell.cell_type], checkpointed)
             if state in SKIP_STATES:
                 skips.append(s1)
         return s0, s1, skips
@@ -154,10 +169,11 @@ class Decoder(nn.Module):
         # heads[l] reads the decoder-normal state of level l
         self.heads = nn.ModuleList(Head(widths[level], num_classes) for level in range(NUM_LEVELS - 1))
 
-    def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, torch.Tensor] | None):
+    def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, torch.Tensor] | None,
+                checkpointed: bool = False):
         outputs = {}
         for cell, level in zip(self.cells, DECODER_LEVELS):
-            out = cell(s0, s1, None if weights is None else weights[cell.cell_type])
+            out = run_cell(cell, s0, s1, None if weights is None else weights[cell.cell_type], checkpointed)
             s0, s1 = s1, None if out is None else out + skips[level]
             if cell.cell_type == "decoder_normal" and (self.deep_supervision or level == 0):
                 outputs[level] = self.heads[level](s1)
@@ -172,7 +188,8 @@ class UNetMacro(nn.Module):
     Args:
         input_channels: image channels.
         num_classes: output channels (nnU-Net's segmentation heads).
-        stem_width: C, the width of level 0; level l has C * 2**l channels.
+        stem_width: C, the width of level 0, a multiple of 4; level l has C * 2**l channels (cells of width W
+            have 4 nodes of W/4 channels, their output is the nodes' concat).
         strides: `[[1,1,1], s1, s2, s3]` as in an nnU-Net plan (3 entries per stride, may be anisotropic).
         deep_supervision: return the 3 highest-resolution outputs (list) instead of one tensor.
         make_cell: builds each of the 12 cells.
@@ -181,19 +198,25 @@ class UNetMacro(nn.Module):
     Shapes: input `[N, input_channels, X, Y, Z]` with X, Y, Z divisible by the product of the strides
     along that axis; output `[N, num_classes, X, Y, Z]`, or with deep supervision the list of that,
     `/s1` and `/(s1*s2)`.
+
+    Attribute `checkpoint_cells` (default False): recompute each cell in the backward pass instead of storing
+    its intermediate tensors (less memory, one more forward of the cells); only while training with grad enabled.
     """
 
     def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool,
                  make_cell: CellFactory, live: Sequence[bool] | None = None):
         super().__init__()
         self.strides = check_strides(strides)
-        if not isinstance(stem_width, int) or stem_width < 1:
-            raise ValueError(f"stem_width must be a positive integer, got {stem_width!r}")
+        if (not isinstance(stem_width, int) or isinstance(stem_width, bool) or stem_width < NUM_NODES
+                or stem_width % NUM_NODES):
+            raise ValueError(f"stem_width must be a positive multiple of {NUM_NODES} (the {NUM_NODES} nodes of a cell "
+                             f"are C/{NUM_NODES} wide), got {stem_width!r}")
         widths = [stem_width * 2 ** level for level in range(NUM_LEVELS)]
         live = [True] * len(ENCODER_CELLS + DECODER_CELLS) if live is None else list(live)
         self.encoder = Encoder(input_channels, widths, self.strides, make_cell, live[:len(ENCODER_CELLS)])
         self.decoder = Decoder(widths, self.strides, num_classes, make_cell, deep_supervision,
                                live[len(ENCODER_CELLS):])
+        self.checkpoint_cells = False
 
     def _forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor] | None):
         total = [1, 1, 1]
@@ -202,4 +225,5 @@ class UNetMacro(nn.Module):
         if x.dim() != 5 or any(n % t for n, t in zip(x.shape[2:], total)):
             raise ValueError(f"input must be [N, C, X, Y, Z] with X, Y, Z divisible by the total stride "
                              f"{tuple(total)}, got shape {tuple(x.shape)}")
-        return self.decoder(*self.encoder(x, weights), weights)
+        checkpointed = self.checkpoint_cells and self.training and torch.is_grad_enabled()
+        return self.decoder(*self.encoder(x, weights, checkpointed), weights, checkpointed)

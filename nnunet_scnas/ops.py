@@ -3,7 +3,11 @@
 Every op maps `[N, C, X, Y, Z]` to `[N, C, X/sx, Y/sy, Z/sz]` for a stride `(sx, sy, sz)`: channels are kept,
 stride 1 keeps the shape, stride s gives exactly size/s along every axis (nnU-Net patch sizes are divisible
 by the product of the strides; an axis whose strides are all 1 may have any size, odd ones included).
-Conv ops are LeakyReLU -> Conv -> InstanceNorm, as in the paper.
+Conv ops are LeakyReLU -> Conv -> InstanceNorm, as in the paper, with the LeakyReLU taken out of the op: an op
+marked `PreActivated` (the conv ops and the strided identity) expects LeakyReLU(state), not the state, and a cell
+computes that activation once per state and shares it between all the ops that read it (one activated copy per
+state in memory instead of one per op; the math is the same). The other ops (identity, pools, zero) read the state
+as it is. Applied on its own, an op is `op(activation()(x)) if reads_activation(op) else op(x)`.
 
 `OPS` is the registry's key order, which is also the column order of the architecture logits. Op names are
 saved in genotypes: never rename or reorder them.
@@ -32,6 +36,15 @@ def activation() -> nn.Module:
 
 def instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm3d(channels, eps=1e-5, affine=True)
+
+
+class PreActivated:
+    """Marker of an op that reads LeakyReLU(state): the caller applies the activation (see the module docstring)."""
+
+
+def reads_activation(op: nn.Module) -> bool:
+    """Whether `op` expects LeakyReLU(x) rather than x."""
+    return isinstance(op, PreActivated)
 
 
 class Zero(nn.Module):
@@ -65,23 +78,21 @@ class AvgPool(nn.Module):
         return windowed_mean(x) / windowed_mean(inside)
 
 
-class ConvNorm(nn.Sequential):
-    """LeakyReLU -> 3x3x3 conv -> InstanceNorm."""
+class ConvNorm(nn.Sequential, PreActivated):
+    """(LeakyReLU, applied by the caller ->) 3x3x3 conv -> InstanceNorm."""
 
     def __init__(self, channels: int, stride: Stride):
         super().__init__(
-            activation(),
             nn.Conv3d(channels, channels, 3, stride=stride, padding=1, bias=False),
             instance_norm(channels),
         )
 
 
-class DilatedSeparableConvNorm(nn.Sequential):
-    """LeakyReLU -> depthwise dilated 3x3x3 conv -> pointwise 1x1x1 conv -> InstanceNorm."""
+class DilatedSeparableConvNorm(nn.Sequential, PreActivated):
+    """(LeakyReLU, applied by the caller ->) depthwise dilated 3x3x3 conv -> pointwise 1x1x1 conv -> InstanceNorm."""
 
     def __init__(self, channels: int, stride: Stride, dilation: int):
         super().__init__(
-            activation(),
             # padding = dilation keeps the shape: the dilated kernel spans 2 * dilation + 1 voxels
             nn.Conv3d(channels, channels, 3, stride=stride, padding=dilation, dilation=dilation,
                       groups=channels, bias=False),
@@ -90,17 +101,17 @@ class DilatedSeparableConvNorm(nn.Sequential):
         )
 
 
-class Downsample(nn.Sequential):
-    """LeakyReLU -> average pooling with kernel = stride -> 1x1x1 conv -> InstanceNorm.
+class Downsample(nn.Sequential, PreActivated):
+    """(LeakyReLU, applied by the caller ->) average pooling with kernel = stride -> 1x1x1 conv -> InstanceNorm.
 
-    The strided `identity` (and a cell's resampling of its older input). A plain strided 1x1x1 conv would
-    drop all voxels but one per stride block and DARTS' two-offset factorized reduction assumes stride 2 on
-    every axis; pooling with kernel = stride reads every voxel and works for anisotropic strides like (1, 2, 2).
+    The strided `identity` (and, behind its own LeakyReLU, a cell's resampling of its older input). A plain
+    strided 1x1x1 conv would drop all voxels but one per stride block and DARTS' two-offset factorized reduction
+    assumes stride 2 on every axis; pooling with kernel = stride reads every voxel and works for anisotropic
+    strides like (1, 2, 2).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: Stride):
         super().__init__(
-            activation(),
             nn.AvgPool3d(stride, stride=stride),
             nn.Conv3d(in_channels, out_channels, 1, bias=False),
             instance_norm(out_channels),
@@ -131,7 +142,10 @@ OPS: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def build_op(name: str, channels: int, stride=(1, 1, 1)) -> nn.Module:
-    """Build the candidate op `name` for `channels` channels and a 3-tuple `stride` (may be anisotropic)."""
+    """Build the candidate op `name` for `channels` channels and a 3-tuple `stride` (may be anisotropic).
+
+    Feed it LeakyReLU(x) if `reads_activation(op)`, else x (see the module docstring).
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown op {name!r}; valid ops: {', '.join(OPS)}")
     return _REGISTRY[name](channels, as_stride(stride))

@@ -28,8 +28,9 @@ def sample_two_ops(logits: torch.Tensor, tau: float, generator: torch.Generator 
 
     Returns:
         `[E, K]` weights: per row the sampled pair {o1, o2}, drawn with probability
-        q = (z_o1 + z_o2) / (K - 1) where z = softmax((logits + g) / tau), g ~ Gumbel(0, 1), gets
-        (z_o1, z_o2) / (z_o1 + z_o2); every other entry is exactly 0.
+        q = (z_o1 + z_o2) / (K - 1) where z = softmax(y), y = (logits + g) / tau, g ~ Gumbel(0, 1), gets
+        (z_o1, z_o2) / (z_o1 + z_o2), computed as the 2-way softmax of (y_o1, y_o2): the same numbers, without
+        dividing by a z_o1 + z_o2 that underflows at a small tau. Every other entry is exactly 0.
     """
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must be [edges, ops] with at least 2 ops, got shape {tuple(logits.shape)}")
@@ -40,18 +41,17 @@ def sample_two_ops(logits: torch.Tensor, tau: float, generator: torch.Generator 
     num_edges, num_ops = logits.shape
     # all randomness is drawn on the CPU, so one seed gives one sample whatever device the logits are on
     gumbel = _gumbel(logits.shape, generator).to(device=logits.device, dtype=logits.dtype)
-    z = torch.softmax((logits + gumbel) / tau, dim=-1)
+    y = (logits + gumbel) / tau
 
     pairs = torch.tensor(list(combinations(range(num_ops), 2)))  # [P, 2], P = K (K - 1) / 2
-    z_cpu = z.detach().cpu()
-    q = (z_cpu[:, pairs[:, 0]] + z_cpu[:, pairs[:, 1]]) / (num_ops - 1)  # [E, P], rows sum to 1
+    z = torch.softmax(y.detach().cpu(), dim=-1)
+    q = (z[:, pairs[:, 0]] + z[:, pairs[:, 1]]) / (num_ops - 1)  # [E, P], rows sum to 1
     chosen = pairs[torch.multinomial(q, 1, generator=generator).squeeze(1)]  # [E, 2]
 
     mask = torch.zeros(num_edges, num_ops, dtype=torch.bool)
     mask[torch.arange(num_edges).unsqueeze(1), chosen] = True
-    picked = z * mask.to(z.device)
-    # the gradient reaches the logits through z (numerator and renormalisation); the pair choice is not differentiated
-    return picked / picked.sum(dim=-1, keepdim=True)
+    # the gradient reaches the logits through the pair's noisy logits y; the pair choice (q) is not differentiated
+    return torch.softmax(y.masked_fill(~mask.to(y.device), -math.inf), dim=-1)
 
 
 def softmax_weights(logits: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
 """The search network: every edge of every cell holds all candidate ops (paper §2.2, Algorithm 1)."""
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -6,7 +8,7 @@ from .cell import Cell
 from .genotype import CELL_TYPES, EDGES, Genotype, derive_genotype
 from .macro import UNetMacro
 from .ops import OPS
-from .sampler import TAU_START, argmax_weights, sample_two_ops, softmax_weights
+from .sampler import TAU_START, sample_two_ops, softmax_weights
 
 MODES = ("two_op", "all_ops", "argmax")
 
@@ -14,21 +16,25 @@ MODES = ("two_op", "all_ops", "argmax")
 class SCNASSupernet(UNetMacro):
     """The supernet over the SCNAS search space, with one `[14, 8]` logits tensor per cell type.
 
-    Each forward draws fresh edge weights from the logits according to `mode`:
-    "two_op" (the paper's sampler, `sample_two_ops(alpha, tau, generator)`), "all_ops" (DARTS softmax
-    mixture, for ablation and the cost benchmark) or "argmax" (the current architecture). Only ops with a
-    non-zero weight are computed. The weights used are kept, detached, in `last_weights`.
+    Cells of width W have 4 nodes of W/4 channels and output their concat (see `cell.py`). Each forward draws
+    fresh edge weights from the logits according to `mode`, once, before any cell runs: "two_op" (the paper's
+    sampler, `sample_two_ops(alpha, tau, generator)`), "all_ops" (DARTS softmax mixture, for ablation and the
+    cost benchmark) or "argmax" (the current architecture: exactly the ops of `genotype()`, weight 1). Only
+    ops with a non-zero weight are computed. The weights used are kept, detached, in `last_weights`.
 
     Args:
         input_channels: image channels.
         num_classes: output channels.
-        stem_width: C; level l has C * 2**l channels (paper: 48 while searching).
+        stem_width: C, a multiple of 4; level l has C * 2**l channels (paper: 48 while searching).
         strides: `[[1,1,1], s1, s2, s3]` from an nnU-Net plan (see `macro.py` for the cell sequence).
         deep_supervision: list of 3 outputs (full, /s1, /(s1*s2)) instead of one tensor;
             `decoder.deep_supervision` switches it later.
 
     Shapes: input `[N, input_channels, X, Y, Z]`, output `[N, num_classes, X, Y, Z]` (or the list).
-    Attributes set by the search loop: `mode`, `tau` (float), `generator` (a CPU `torch.Generator` or None).
+    Attributes set by the search loop: `mode`, `tau` (float), `generator` (a CPU `torch.Generator` or None),
+    `arch_grad` (default True: the edge weights carry the gradient path to the logits; the weight step sets
+    it False, so the weights enter as constants and no graph to the logits is kept: same weight gradients,
+    less memory) and `checkpoint_cells` (see `UNetMacro`).
     """
 
     def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool = True):
@@ -42,20 +48,27 @@ class SCNASSupernet(UNetMacro):
         self.mode = "two_op"
         self.tau = TAU_START
         self.generator: torch.Generator | None = None
+        self.arch_grad = True
         self.last_weights: dict[str, torch.Tensor] = {}
 
     def architecture_weights(self) -> dict[str, torch.Tensor]:
-        """Edge weights `[14, 8]` per cell type for the current `mode` (a fresh sample in "two_op")."""
+        """Edge weights `[14, 8]` per cell type for the current `mode` (a fresh sample in "two_op").
+
+        With `arch_grad` False the weights are drawn from detached logits: the same values, no graph.
+        """
+        alphas = {ct: self.alphas[ct] if self.arch_grad else self.alphas[ct].detach() for ct in CELL_TYPES}
         if self.mode == "two_op":
-            return {ct: sample_two_ops(self.alphas[ct], self.tau, self.generator) for ct in CELL_TYPES}
+            return {ct: sample_two_ops(alphas[ct], self.tau, self.generator) for ct in CELL_TYPES}
         if self.mode == "all_ops":
-            return {ct: softmax_weights(self.alphas[ct]) for ct in CELL_TYPES}
+            return {ct: softmax_weights(alphas[ct]) for ct in CELL_TYPES}
         if self.mode == "argmax":
-            return {ct: argmax_weights(self.alphas[ct]) for ct in CELL_TYPES}
+            # the derived genotype's ops, repaired nodes included, rather than a raw argmax per edge
+            genotype = self.genotype()
+            return {ct: _one_hot(genotype, ct).to(alphas[ct]) for ct in CELL_TYPES}
         raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
 
     def forward(self, x: torch.Tensor):
-        weights = self.architecture_weights()
+        weights = self.architecture_weights()  # drawn once per forward: checkpointed cells recompute with these
         self.last_weights = {cell_type: w.detach() for cell_type, w in weights.items()}
         return self._forward(x, weights)
 
@@ -68,6 +81,26 @@ class SCNASSupernet(UNetMacro):
         """The architecture logits, in `CELL_TYPES` order (second optimizer)."""
         return [self.alphas[cell_type] for cell_type in CELL_TYPES]
 
+    @contextmanager
+    def frozen_weights(self):
+        """The ops' parameters without `requires_grad` inside the block (restored after it, also on errors): an
+        architecture step's forward then keeps nothing for their gradients."""
+        parameters = self.weight_parameters()
+        flags = [p.requires_grad for p in parameters]
+        for p in parameters:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in zip(parameters, flags):
+                p.requires_grad_(flag)
+
     def genotype(self) -> Genotype:
         """The architecture the current logits stand for (see `derive_genotype` for the rule)."""
         return derive_genotype({cell_type: self.alphas[cell_type] for cell_type in CELL_TYPES})
+
+
+def _one_hot(genotype: Genotype, cell_type: str) -> torch.Tensor:
+    """`[14, 8]`: 1 at the genotype's op of every edge of `cell_type`, 0 elsewhere."""
+    chosen = torch.tensor([OPS.index(op) for op in getattr(genotype, cell_type)])
+    return nn.functional.one_hot(chosen, len(OPS))

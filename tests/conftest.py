@@ -1,9 +1,20 @@
 """Fixtures shared by the test files."""
 import os
+import shutil
 
 import pytest
+import torch
 
 from helpers import NNUNET_PATH_VARIABLES, plan_dataset
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny volumes run as fast on one thread, and one thread does not collapse when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -39,3 +50,17 @@ def planned_lungnodule(tmp_path_factory):
 def nnunet_env_base():
     """A shell's basics and nothing of nnU-Net's: for commands that set up their own folders (the demo)."""
     return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+
+
+@pytest.fixture
+def private_plans(planned_braintumour, tmp_path, monkeypatch):
+    """A private nnUNet_preprocessed holding the brain set's pristine plans and dataset.json (all that export-plans
+    and estimate read), nnU-Net's folder variables pointing there; returns the plans file."""
+    folder = tmp_path / "nnUNet_preprocessed" / planned_braintumour.name
+    folder.mkdir(parents=True)
+    (folder / "nnUNetPlans.json").write_bytes(planned_braintumour.pristine_plans)
+    shutil.copy(planned_braintumour.preprocessed / "dataset.json", folder / "dataset.json")
+    for variable in NNUNET_PATH_VARIABLES:
+        (tmp_path / variable).mkdir(exist_ok=True)
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    return folder / "nnUNetPlans.json"

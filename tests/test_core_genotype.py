@@ -8,10 +8,7 @@ import torch
 from nnunet_scnas import CELL_TYPES, EDGES, OPS, Genotype, derive_genotype
 from nnunet_scnas.genotype import SCHEMA_VERSION, SEARCH_SPACE_ID, incoming_edges
 
-
-def _random_logits(seed):
-    g = torch.Generator().manual_seed(seed)
-    return {cell_type: torch.randn(len(EDGES), len(OPS), generator=g) for cell_type in CELL_TYPES}
+from helpers import random_logits
 
 
 def test_edges_are_readable_and_complete():
@@ -21,7 +18,7 @@ def test_edges_are_readable_and_complete():
 
 
 def test_json_round_trip():
-    genotype = derive_genotype(_random_logits(0))
+    genotype = derive_genotype(random_logits(0))
     data = json.loads(json.dumps(genotype.to_dict()))
     assert data["schema_version"] == SCHEMA_VERSION and data["search_space"] == SEARCH_SPACE_ID
     assert list(data["cells"]) == list(CELL_TYPES) and list(data["cells"]["reduction"]) == list(EDGES)
@@ -30,13 +27,13 @@ def test_json_round_trip():
 
 
 def test_genotype_is_immutable():
-    genotype = derive_genotype(_random_logits(1))
+    genotype = derive_genotype(random_logits(1))
     with pytest.raises(AttributeError):
         genotype.reduction = genotype.expansion
 
 
 def _valid():
-    return derive_genotype(_random_logits(2)).to_dict()
+    return derive_genotype(random_logits(2)).to_dict()
 
 
 def _set(path, value):
@@ -101,7 +98,7 @@ def test_constructor_validates_too():
 
 
 def test_derivation_takes_the_argmax_per_edge():
-    logits = _random_logits(3)
+    logits = random_logits(3)
     for cell_type in CELL_TYPES:
         logits[cell_type][:, OPS.index("zero")] = -10.0  # zero never wins here, so no repair happens
     genotype = derive_genotype(logits)
@@ -112,7 +109,7 @@ def test_derivation_takes_the_argmax_per_edge():
 
 @pytest.mark.parametrize("zero_logit", [10.0, 1e-3])
 def test_derivation_is_valid_when_zero_wins_everywhere(zero_logit):
-    logits = _random_logits(4)
+    logits = random_logits(4)
     for cell_type in CELL_TYPES:
         logits[cell_type][:, OPS.index("zero")] = logits[cell_type].max() + zero_logit
     # rule: each node keeps only its single strongest non-zero (edge, op), by softmax probability
@@ -133,7 +130,7 @@ def test_derivation_is_valid_when_zero_wins_everywhere(zero_logit):
 
 
 def test_derivation_keeps_zero_where_a_node_has_other_inputs():
-    logits = _random_logits(5)
+    logits = random_logits(5)
     logits["reduction"][EDGES.index("5<-4"), OPS.index("zero")] = 50.0
     logits["reduction"][EDGES.index("5<-0"), OPS.index("zero")] = -50.0
     assert derive_genotype(logits).ops("reduction")["5<-4"] == "zero"
@@ -149,5 +146,5 @@ def test_derivation_rejects_bad_logits(logits, message):
 
 
 def test_str_is_readable():
-    text = str(derive_genotype(_random_logits(6)))
+    text = str(derive_genotype(random_logits(6)))
     assert "encoder_normal:" in text and "x5 = " in text and "(x0)" in text

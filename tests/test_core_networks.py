@@ -3,18 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_scnas import CELL_TYPES, EDGES, OPS, Genotype, SCNASSupernet, SCNASUNet, derive_genotype
+from nnunet_scnas import CELL_LAYOUT, CELL_TYPES, EDGES, OPS, Genotype, SCNASSupernet, SCNASUNet
 from nnunet_scnas.cell import Cell
-from nnunet_scnas.genotype import EDGE_ENDPOINTS
 from nnunet_scnas.macro import UNetMacro, live_cells
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny volumes run as fast on one thread, and one thread does not collapse when other jobs share the cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ISOTROPIC = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
@@ -24,10 +17,6 @@ IN_PLANE = [[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2]]
 # (strides, patch): isotropic, anisotropic, odd size along the axis that is never strided
 SHAPE_CASES = [(ISOTROPIC, (16, 16, 16)), (ANISOTROPIC, (8, 16, 16)), (IN_PLANE, (5, 16, 16))]
 
-
-def _sample_genotype(seed=0) -> Genotype:
-    g = torch.Generator().manual_seed(seed)
-    return derive_genotype({cell_type: torch.randn(len(EDGES), len(OPS), generator=g) for cell_type in CELL_TYPES})
 
 
 def _expected_shapes(batch, classes, patch, strides):
@@ -40,7 +29,10 @@ def _expected_shapes(batch, classes, patch, strides):
 
 def _derived(strides, deep_supervision=True, genotype=None, stem_width=4, input_channels=2, num_classes=3):
     return SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                     genotype=(genotype or _sample_genotype()).to_dict(), stem_width=stem_width, strides=strides)
+                     genotype=(genotype or random_genotype(0)).to_dict(), stem_width=stem_width, strides=strides,
+                     cell_layout=CELL_LAYOUT)
+
+from helpers import random_genotype, reading_only
 
 
 def _shapes(out):
@@ -51,7 +43,7 @@ def _shapes(out):
     (ISOTROPIC, (16, 16, 16), "two_op"), (ANISOTROPIC, (8, 16, 16), "all_ops"),
     (IN_PLANE, (5, 16, 16), "argmax"), (IN_PLANE, (5, 16, 16), "two_op")])
 def test_supernet_output_contract(strides, patch, mode):
-    net = SCNASSupernet(input_channels=2, num_classes=3, stem_width=2, strides=strides)
+    net = SCNASSupernet(input_channels=2, num_classes=3, stem_width=4, strides=strides)
     net.mode = mode
     with torch.no_grad():
         out = net(torch.randn(1, 2, *patch))
@@ -73,11 +65,23 @@ def test_derived_output_contract_and_deep_supervision_switch(strides, patch):
 
 def test_derived_network_builds_from_nnunet_style_kwargs():
     # nnU-Net: cls(input_channels=, num_classes=, deep_supervision=, **arch_kwargs) with JSON arch_kwargs
-    arch_kwargs = {"genotype": _sample_genotype().to_dict(), "stem_width": 4, "strides": ISOTROPIC}
+    arch_kwargs = {"genotype": random_genotype(0).to_dict(), "stem_width": 4, "strides": ISOTROPIC,
+                   "cell_layout": CELL_LAYOUT}
     net = SCNASUNet(input_channels=1, num_classes=2, deep_supervision=False, **arch_kwargs)
-    assert net.genotype == _sample_genotype()
+    assert net.genotype == random_genotype(0)
     with pytest.raises(ValueError, match="not an op"):
         arch_kwargs["genotype"]["cells"]["reduction"]["2<-0"] = "conv_7x7x7"
+        SCNASUNet(input_channels=1, num_classes=2, deep_supervision=False, **arch_kwargs)
+
+
+@pytest.mark.parametrize("cell_layout, message", [
+    (None, r"exported for the old cell layout .*re-export it with `nnunet-scnas export-plans`"),
+    ("projected_concat", "unknown cell_layout 'projected_concat'")])
+def test_configurations_of_another_cell_layout_are_refused(cell_layout, message):
+    arch_kwargs = {"genotype": random_genotype(0).to_dict(), "stem_width": 4, "strides": ISOTROPIC}
+    if cell_layout is not None:
+        arch_kwargs["cell_layout"] = cell_layout
+    with pytest.raises(ValueError, match=message):
         SCNASUNet(input_channels=1, num_classes=2, deep_supervision=False, **arch_kwargs)
 
 
@@ -89,7 +93,7 @@ def test_derived_network_builds_from_nnunet_style_kwargs():
 ])
 def test_bad_strides_are_rejected(strides, message):
     with pytest.raises(ValueError, match=message):
-        SCNASSupernet(1, 2, 2, strides)
+        SCNASSupernet(1, 2, 4, strides)
 
 
 def test_input_not_divisible_by_total_stride_is_rejected():
@@ -114,7 +118,7 @@ def _op_calls(net):
 
 @pytest.mark.parametrize("mode", ["two_op", "argmax"])
 def test_only_ops_with_nonzero_weight_are_executed(mode):
-    net = SCNASSupernet(1, 2, 2, ISOTROPIC)
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC)
     net.mode, net.generator = mode, torch.Generator().manual_seed(0)
     cells, calls = _op_calls(net)
     with torch.no_grad():
@@ -128,8 +132,28 @@ def test_only_ops_with_nonzero_weight_are_executed(mode):
     assert all(int((w != 0).sum()) == per_edge * len(EDGES) for w in net.last_weights.values())
 
 
+def test_argmax_mode_runs_exactly_the_derived_genotype():
+    # zero wins every edge into node 2 of every cell type: a raw argmax would leave the node empty, the derived
+    # genotype repairs it with the strongest non-zero op, and argmax mode must run that genotype, nothing else
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC)
+    net.mode = "argmax"
+    node_2 = [EDGES.index("2<-0"), EDGES.index("2<-1")]
+    with torch.no_grad():
+        for cell_type in CELL_TYPES:
+            net.alphas[cell_type][:, OPS.index("avg_pool_3x3x3")] += 1.0
+            net.alphas[cell_type][node_2, OPS.index("zero")] += 5.0
+    assert all(net.alphas[ct][node_2].argmax(dim=1).tolist() == [OPS.index("zero")] * 2 for ct in CELL_TYPES)
+    genotype = net.genotype()
+    cells, calls = _op_calls(net)
+    with torch.no_grad():
+        net(torch.randn(1, 1, 16, 16, 16))
+    expected = {(index, edge, op) for index, cell in enumerate(cells)
+                for edge, op in genotype.ops(cell.cell_type).items() if op != "zero"}
+    assert sorted(calls) == sorted(expected)
+
+
 def test_each_forward_draws_a_fresh_reproducible_sample():
-    net = SCNASSupernet(1, 2, 2, ISOTROPIC, deep_supervision=False)
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC, deep_supervision=False)
     x = torch.randn(1, 1, 16, 16, 16)
 
     def two_forwards(seed):
@@ -145,14 +169,14 @@ def test_each_forward_draws_a_fresh_reproducible_sample():
 
 
 def test_unknown_mode_is_rejected():
-    net = SCNASSupernet(1, 2, 2, ISOTROPIC)
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC)
     net.mode = "one_op"
     with pytest.raises(ValueError, match="unknown mode 'one_op'"):
         net(torch.randn(1, 1, 16, 16, 16))
 
 
 def test_parameter_split_for_two_optimizers():
-    net = SCNASSupernet(1, 2, 2, ISOTROPIC)
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC)
     weights, arch = net.weight_parameters(), net.arch_parameters()
     assert len(arch) == 4 and all(p.shape == (14, 8) for p in arch)
     assert {id(p) for p in weights}.isdisjoint(id(p) for p in arch)
@@ -162,7 +186,7 @@ def test_parameter_split_for_two_optimizers():
 
 @pytest.mark.parametrize("mode", ["two_op", "all_ops"])
 def test_gradients_reach_weights_and_logits(mode):
-    net = SCNASSupernet(1, 2, 2, ANISOTROPIC)
+    net = SCNASSupernet(1, 2, 4, ANISOTROPIC)
     net.mode, net.generator = mode, torch.Generator().manual_seed(1)
     out = net(torch.randn(1, 1, 8, 16, 16))
     sum(o.square().mean() for o in out).backward()
@@ -180,8 +204,29 @@ def test_gradients_reach_weights_and_logits(mode):
                         assert p.grad is None, (cell.cell_type, edge, name)
 
 
+def test_constant_edge_weights_give_the_same_weight_gradients_and_none_to_the_logits():
+    # the weight step (arch_grad False) samples without a graph to the logits: same sample, same weight gradients
+    net = SCNASSupernet(1, 2, 4, ANISOTROPIC).double()
+    x = torch.randn(1, 1, 8, 16, 16, dtype=torch.float64)
+
+    def gradients(arch_grad):
+        net.zero_grad(set_to_none=True)
+        net.arch_grad, net.generator = arch_grad, torch.Generator().manual_seed(2)
+        sum(o.square().mean() for o in net(x)).backward()
+        return {name: p.grad for name, p in net.named_parameters()}
+
+    with_graph, constant = gradients(True), gradients(False)
+    assert all(with_graph[f"alphas.{ct}"] is not None and constant[f"alphas.{ct}"] is None for ct in CELL_TYPES)
+    weights = [name for name in with_graph if not name.startswith("alphas.")]
+    assert [name for name in weights if with_graph[name] is not None] == \
+        [name for name in weights if constant[name] is not None]
+    for name in weights:
+        if with_graph[name] is not None:
+            torch.testing.assert_close(constant[name], with_graph[name], rtol=0, atol=1e-12)
+
+
 def test_supernet_genotype_follows_the_logits():
-    net = SCNASSupernet(1, 2, 2, ISOTROPIC)
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC)
     with torch.no_grad():
         for cell_type in CELL_TYPES:
             net.alphas[cell_type][:, OPS.index("dil_sep_conv_3x3x3_r3")] += 1.0
@@ -202,15 +247,10 @@ def test_zero_edges_are_not_built():
         assert _shapes(net(torch.randn(1, 2, 16, 16, 16)))[0] == (1, 3, 16, 16, 16)
 
 
-def _reading_only(source):
-    """A cell type whose ops all read input `source` (0: two cells back, 1: previous cell) or other nodes."""
-    return tuple("zero" if s != source else "conv_3x3x3" for s, _ in EDGE_ENDPOINTS)
-
-
 def test_cells_whose_output_nothing_reads_are_not_built():
     # encoder_normal reads only input 0 and reduction only input 1: no cell reads the three reduction cells
-    genotype = Genotype(encoder_normal=_reading_only(0), reduction=_reading_only(1),
-                        decoder_normal=_reading_only(1), expansion=_reading_only(1))
+    genotype = Genotype(encoder_normal=reading_only(0), reduction=reading_only(1),
+                        decoder_normal=reading_only(1), expansion=reading_only(1))
     reads = {cell_type: genotype.inputs_read(cell_type) for cell_type in CELL_TYPES}
     assert reads == {"encoder_normal": {0}, "reduction": {1}, "decoder_normal": {1}, "expansion": {1}}
     assert live_cells(reads) == [False, True] * 3 + [True] * 6
@@ -226,8 +266,8 @@ def test_cells_whose_output_nothing_reads_are_not_built():
 # (reduction, decoder_normal) reads: unread reduction cells; unread expansion cells (decoder_normal skips them)
 @pytest.mark.parametrize("reduction_reads, decoder_reads", [(0, 1), (1, 0)])
 def test_not_building_unread_cells_changes_nothing_the_network_computes(reduction_reads, decoder_reads):
-    genotype = Genotype(encoder_normal=_reading_only(0), reduction=_reading_only(reduction_reads),
-                        decoder_normal=_reading_only(decoder_reads), expansion=_reading_only(1))
+    genotype = Genotype(encoder_normal=reading_only(0), reduction=reading_only(reduction_reads),
+                        decoder_normal=reading_only(decoder_reads), expansion=reading_only(1))
     pruned = _derived(ISOTROPIC, genotype=genotype)
     if decoder_reads == 0:
         assert not any(isinstance(cell, Cell) for cell in _net_cells(pruned) if cell.cell_type == "expansion")

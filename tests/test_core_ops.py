@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from nnunet_scnas import OPS, build_op
+from nnunet_scnas.ops import reads_activation
 
 PAPER_OPS = ("zero", "identity", "max_pool_3x3x3", "avg_pool_3x3x3", "conv_3x3x3",
              "dil_sep_conv_3x3x3_r2", "dil_sep_conv_3x3x3_r3", "dil_sep_conv_3x3x3_r4")
@@ -65,3 +66,15 @@ def test_avg_pool_ignores_padding():
     ("dil_sep_conv_3x3x3_r4", True)])
 def test_which_ops_have_parameters(name, parametric):
     assert (sum(p.numel() for p in build_op(name, 4, (1, 1, 1)).parameters()) > 0) == parametric
+
+
+@pytest.mark.parametrize("name, stride, activated", [
+    ("conv_3x3x3", (1, 1, 1), True), ("dil_sep_conv_3x3x3_r2", (1, 2, 2), True),
+    ("dil_sep_conv_3x3x3_r4", (1, 1, 1), True),
+    ("identity", (1, 1, 1), False), ("identity", (2, 2, 2), True),  # the strided identity is LeakyReLU -> pool -> conv
+    ("max_pool_3x3x3", (2, 2, 2), False), ("avg_pool_3x3x3", (1, 1, 1), False), ("zero", (1, 1, 1), False)])
+def test_which_ops_read_the_shared_activation(name, stride, activated):
+    # the paper's LeakyReLU -> conv -> norm: the LeakyReLU is applied once per state by the cell, not by the op
+    op = build_op(name, 4, stride)
+    assert reads_activation(op) == activated
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in op.modules())

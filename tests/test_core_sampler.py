@@ -45,13 +45,18 @@ def test_pair_frequencies_match_expected_q():
 
 
 def test_weights_are_the_renormalised_gumbel_softmax():
-    # the Gumbel noise is the generator's first draw: rebuild z and check w = z_pair / sum(z_pair)
-    logits, tau = torch.randn(50, K, generator=_generator(4)), 0.7
+    # the Gumbel noise is the generator's first draw: rebuild z and check w = z_pair / sum(z_pair), values and
+    # gradients to the logits in float64 (the sampler computes it as a 2-way softmax of the noisy logits)
+    logits, tau = torch.randn(50, K, generator=_generator(4), dtype=torch.float64).requires_grad_(), 0.7
+    probe = torch.randn(50, K, generator=_generator(6), dtype=torch.float64)
     w = sample_two_ops(logits, tau, _generator(5))
-    u = torch.rand(50, K, generator=_generator(5))
-    z = torch.softmax((logits - torch.log(-torch.log(u))) / tau, dim=1)
-    picked = z * (w != 0)
-    assert torch.allclose(w, picked / picked.sum(dim=1, keepdim=True), atol=1e-5)
+    (grad,) = torch.autograd.grad((w * probe).sum(), logits)
+    gumbel = -torch.log(-torch.log(torch.rand(50, K, generator=_generator(5)))).double()
+    picked = torch.softmax((logits + gumbel) / tau, dim=1) * (w != 0)
+    reference = picked / picked.sum(dim=1, keepdim=True)
+    (reference_grad,) = torch.autograd.grad((reference * probe).sum(), logits)
+    torch.testing.assert_close(w, reference, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, reference_grad, rtol=0, atol=1e-12)
 
 
 def test_same_seed_same_sample_other_seed_other_sample():
@@ -66,6 +71,17 @@ def test_gradient_reaches_logits():
     (w * torch.randn(14, K, generator=_generator(11))).sum().backward()
     assert torch.isfinite(logits.grad).all()
     assert torch.count_nonzero(logits.grad.abs().sum(dim=1)) == 14  # every edge's logits get gradient
+
+
+def test_tiny_temperature_and_large_logit_gaps_stay_finite():
+    # tau 1e-4 and logit gaps of tens of units: every z but the largest underflows to 0, and so does the weaker
+    # op's weight in its pair; weights and gradients must stay finite (no 0 / 0, no 1 / subnormal)
+    logits = (30.0 * torch.randn(200, K, generator=_generator(14))).requires_grad_()
+    w = sample_two_ops(logits, 1e-4, _generator(15))
+    assert torch.isfinite(w).all() and torch.allclose(w.sum(dim=1), torch.ones(200))
+    assert torch.all((w != 0).sum(dim=1) >= 1) and torch.all((w != 0).sum(dim=1) <= 2)
+    (w * torch.randn(200, K, generator=_generator(16))).sum().backward()
+    assert torch.isfinite(logits.grad).all()
 
 
 def test_low_temperature_concentrates_on_one_op():

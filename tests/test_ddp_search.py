@@ -18,6 +18,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.genotype import CELL_TYPES, Genotype
 from nnunet_scnas.locations import plans_dir
@@ -97,25 +98,29 @@ def _build_supernet(kind: str) -> SCNASSupernet:
 
 def _search(network, supernet: SCNASSupernet, loss, cases: slice, kind: str) -> dict:
     """The trainer's search iterations on the given cases of every batch, recording per step (weight step,
-    architecture step, ...) the sample and the gradients the optimizer stepped with."""
+    architecture step, ...) the sample, the gradients the optimizer stepped with and the parameters outside that
+    optimizer that hold a gradient anyway (none may: each step computes its own parameters' gradients only)."""
     optimizer, dtype = _optimizer(supernet, kind), supernet.alphas["reduction"].dtype
     names = {p: name for name, p in supernet.named_parameters()}
-    record = {"samples": [], "gradients": [], "losses": [], "alphas": []}
+    record = {"samples": [], "gradients": [], "foreign_gradients": [], "losses": [], "alphas": []}
     supernet.register_forward_hook(lambda module, *_: record["samples"].append(module.last_weights))
 
     def received(step_optimizer, *_):  # DDP-averaged and clipped: what the step is made of
-        record["gradients"].append({names[p]: None if p.grad is None else p.grad.clone()
-                                    for group in step_optimizer.param_groups for p in group["params"]})
+        stepped = [p for group in step_optimizer.param_groups for p in group["params"]]
+        record["gradients"].append({names[p]: None if p.grad is None else p.grad.clone() for p in stepped})
+        record["foreign_gradients"].append([name for p, name in names.items()
+                                            if p.grad is not None and all(p is not q for q in stepped)])
 
     optimizer.weights.register_step_pre_hook(received)
     optimizer.architecture.register_step_pre_hook(received)
     for iteration, (weight_batch, architecture_batch) in enumerate(_global_batches()):
         record["losses"] += [float(value) for value in search_iteration(
-            network, loss, optimizer, _cases(weight_batch, cases, dtype), _cases(architecture_batch, cases, dtype), SEED,
-            iteration, grad_clip=12.0)]
+            network, loss, optimizer, _cases(weight_batch, cases, dtype), _cases(architecture_batch, cases, dtype),
+            SEED, iteration, grad_clip=12.0)]
         record["alphas"].append({ct: supernet.alphas[ct].detach().clone() for ct in CELL_TYPES})
     record["weights"] = {name: value.clone() for name, value in supernet.state_dict().items()}
     record["genotype"] = supernet.genotype()
+    record["frozen"] = [name for name, p in supernet.named_parameters() if not p.requires_grad]
     return record
 
 
@@ -174,6 +179,9 @@ def test_ranks_sample_the_same_architecture_and_keep_the_same_logits(runs, kind)
         assert all(torch.equal(a[ct], b[ct]) for ct in CELL_TYPES)
     assert all(torch.equal(value, second["weights"][name]) for name, value in first["weights"].items())
     assert first["genotype"] == second["genotype"]
+    # the weight step gave the logits no gradient, the architecture step the weights none, and left none frozen
+    assert all(foreign == [] for rank in (first, second) for foreign in rank["foreign_gradients"])
+    assert first["frozen"] == second["frozen"] == []
     # not vacuous: every step drew another sub-network, left parameters unused, and the logits moved
     samples = [torch.cat([s[ct] for ct in CELL_TYPES]) for s in first["samples"]]
     assert all(not torch.equal(a, b) for a, b in zip(samples, samples[1:]))
@@ -214,7 +222,7 @@ def _parameters_without_gradient(genotype: Genotype) -> list[str]:
     (every output weighted); plain DDP fails (or, as we saw with gloo, lets ranks drift) on any name returned."""
     torch.manual_seed(0)
     network = SCNASUNet(input_channels=1, num_classes=2, deep_supervision=True, genotype=genotype.to_dict(),
-                        stem_width=4, strides=STRIDES)
+                        stem_width=4, strides=STRIDES, cell_layout=CELL_LAYOUT)
     sum(output.square().mean() for output in network(torch.randn(1, 1, PATCH, PATCH, PATCH))).backward()
     return [name for name, p in network.named_parameters() if p.grad is None]
 

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -39,16 +38,8 @@ def brain(planned_braintumour):
 
 
 @pytest.fixture
-def plans_file(brain, tmp_path, monkeypatch):
-    """A private nnUNet_preprocessed holding the brain set's pristine plans and dataset.json: all export reads."""
-    folder = tmp_path / "nnUNet_preprocessed" / brain.name
-    folder.mkdir(parents=True)
-    (folder / "nnUNetPlans.json").write_bytes(brain.pristine_plans)
-    shutil.copy(brain.preprocessed / "dataset.json", folder / "dataset.json")
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (tmp_path / variable).mkdir(exist_ok=True)
-        monkeypatch.setenv(variable, str(tmp_path / variable))
-    return folder / "nnUNetPlans.json"
+def plans_file(private_plans):
+    return private_plans
 
 
 def mixed_genotype() -> Genotype:
@@ -68,7 +59,7 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
     parent, ours = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")
     assert ours.network_arch_class_name == "nnunet_scnas.derived.SCNASUNet"
     kwargs = ours.network_arch_init_kwargs
-    assert set(kwargs) == {"genotype", "stem_width", "strides"}  # nothing of PlainConvUNet's leaks through
+    assert set(kwargs) == {"genotype", "stem_width", "strides", "cell_layout"}  # nothing of PlainConvUNet's leaks
     shipped = json.loads((plans_dir() / "plain_unet.json").read_text())
     assert Genotype.from_dict(kwargs["genotype"]) == Genotype.from_dict(shipped)
     # our strides drive nnU-Net's deep-supervision scales; data, patch and batch come from the parent
@@ -84,9 +75,9 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
     stock, derived = (1e9 * float(line.split(": ")[1].split(" GFLOPs")[0]) for line in (stock_line, derived_line))
     width = kwargs["stem_width"]
     assert f"stem width {width}" in derived_line and "parameters" in derived_line
-    # --width auto: the integer width whose FLOPs come closest to the stock network's
-    assert abs(derived - stock) <= AUTO_WIDTH_TOLERANCE * stock
-    for neighbour in (width - 1, width + 1):
+    # --width auto: the multiple of 4 whose FLOPs come closest to the stock network's
+    assert width % 4 == 0 and abs(derived - stock) <= AUTO_WIDTH_TOLERANCE * stock
+    for neighbour in (width - 4, width + 4):
         neighbour_flops = derived_flops(kwargs["genotype"], neighbour, input_channels=4, num_classes=4,
                                         patch_size=ours.patch_size, strides=kwargs["strides"])
         assert abs(neighbour_flops - stock) > abs(derived - stock) - 0.01e9
@@ -96,14 +87,14 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
 def test_force_replaces_the_configuration_and_keeps_the_rest(plans_file, brain, tmp_path):
     genotype_json = tmp_path / "genotype.json"  # as a search fold writes it
     genotype_json.write_text(json.dumps(mixed_genotype().to_dict()))
-    assert main(["export-plans", "-d", "Dataset951_SimBrainTumour", "-g", "plain_unet", "--width", "6"]) == 0
-    assert main(["export-plans", "-d", "951", "-g", str(genotype_json), "--width", "7", "--force"]) == 0
+    assert main(["export-plans", "-d", "Dataset951_SimBrainTumour", "-g", "plain_unet", "--width", "8"]) == 0
+    assert main(["export-plans", "-d", "951", "-g", str(genotype_json), "--width", "12", "--force"]) == 0
     pristine = json.loads(brain.pristine_plans)["configurations"]
     configurations = json.loads(plans_file.read_text())["configurations"]
     assert list(configurations) == [*pristine, "3d_fullres_scnas"]
     assert all(configurations[name] == pristine[name] for name in pristine)
     kwargs = configurations["3d_fullres_scnas"]["architecture"]["arch_kwargs"]
-    assert kwargs["stem_width"] == 7 and Genotype.from_dict(kwargs["genotype"]) == mixed_genotype()
+    assert kwargs["stem_width"] == 12 and Genotype.from_dict(kwargs["genotype"]) == mixed_genotype()
     assert len(list(plans_file.parent.glob("nnUNetPlans.json.bak-*"))) == 2
 
 
@@ -159,20 +150,20 @@ def test_bad_dataset_or_configuration_is_one_line_and_leaves_plans_unchanged(arg
 
 
 def test_existing_configuration_is_kept_without_force(plans_file, capsys):
-    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "6"]) == 0
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
     capsys.readouterr()
-    _expect_one_line_error(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "9"], capsys,
+    _expect_one_line_error(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "12"], capsys,
                            "already has a configuration '3d_fullres_scnas'", plans_file)
 
 
-@pytest.mark.parametrize("width", ["0", "-4", "2.5", "wide"])
-def test_width_must_be_auto_or_a_positive_integer(width, plans_file, capsys):
+@pytest.mark.parametrize("width", ["0", "-4", "2.5", "wide", "6", "2"])
+def test_width_must_be_auto_or_a_positive_multiple_of_4(width, plans_file, capsys):
     before = plans_file.read_bytes()
     with pytest.raises(SystemExit) as exit_info:
         main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", width])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "positive integer" in err
+    assert len(err.splitlines()) == 1 and "positive multiple of 4" in err
     assert plans_file.read_bytes() == before
 
 
@@ -323,7 +314,7 @@ def test_transfer_onto_the_ct_set_trains_with_the_paper_recipe_and_predicts(plan
     env = dict(lung.env, nnUNet_n_proc_DA="0")
     genotype_json = tmp_path / "genotype.json"
     genotype_json.write_text(json.dumps(mixed_genotype().to_dict()))
-    run([BIN / "nnunet-scnas", "export-plans", "-d", lung.dataset_id, "-g", genotype_json, "--width", "6"], env)
+    run([BIN / "nnunet-scnas", "export-plans", "-d", lung.dataset_id, "-g", genotype_json, "--width", "8"], env)
     trainer = "nnUNetTrainerSCNASPaper_quick"
     run([BIN / "nnUNetv2_train", lung.dataset_id, "3d_fullres_scnas", "0", "-tr", trainer, "-device", "cpu"], env)
     log = next((results_folder(lung, trainer) / "fold_0").glob("training_log_*.txt")).read_text()

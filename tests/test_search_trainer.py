@@ -24,7 +24,7 @@ def fold_folder(results, dataset, trainer=SEARCH_TRAINER, configuration="3d_full
 
 @pytest.mark.parametrize("device, channels_last", [("cpu", True), ("cuda", False)])
 def test_cpu_training_stores_conv_weights_channels_last(device, channels_last):
-    network = SCNASSupernet(1, 2, 2, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    network = SCNASSupernet(1, 2, 4, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
     optimizer = torch.optim.Adam(network.parameters())
     channels_last_on_cpu(network, torch.device(device))  # only the device's type is read: no GPU needed
     convs = [m.weight for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
@@ -207,7 +207,7 @@ def test_fold_with_fewer_than_five_training_cases_is_refused(planned_braintumour
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["garbage", "other_search_space", "other_supernet"])
+@pytest.mark.parametrize("damage", ["garbage", "other_search_space", "old_cell_layout", "other_supernet"])
 def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(planned_braintumour, tmp_path, monkeypatch, damage):
     results = tmp_path / "results"
     folder = fold_folder(results, planned_braintumour)
@@ -215,14 +215,17 @@ def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(planned_braintu
     if damage == "garbage":
         (folder / "checkpoint_latest.pth").write_bytes(b"not a checkpoint, half written")
     else:
+        from nnunet_scnas.cell import CELL_LAYOUT
         from nnunet_scnas.supernet import SCNASSupernet
 
-        width = 4 if damage == "other_search_space" else 6
+        width = 4 if damage == "other_search_space" else 8
         network = SCNASSupernet(4, 4, width, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]])
         torch.save({"network_weights": network.state_dict(), "trainer_name": SEARCH_TRAINER,
                     "optimizer_state": {"search_space": "another-space" if damage == "other_search_space"
-                                        else "scnas-3d-4node-8op-v1", "architecture": {}}},
+                                        else "scnas-3d-4node-8op-v1", "architecture": {},
+                                        **({} if damage == "old_cell_layout" else {"cell_layout": CELL_LAYOUT})}},
                    folder / "checkpoint_latest.pth")
     message = _refusal(planned_braintumour, tmp_path, monkeypatch, resume=True, results=results)
-    expected = {"garbage": "damaged", "other_search_space": "another-space", "other_supernet": "different supernet"}
+    expected = {"garbage": "damaged", "other_search_space": "another-space", "old_cell_layout": "old cell layout",
+                "other_supernet": "different supernet"}
     assert expected[damage] in message and "checkpoint_" in message

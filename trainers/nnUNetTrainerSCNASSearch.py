@@ -11,6 +11,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scnas.errors import exit_on_user_error
+from nnunet_scnas.nnunet.memory_estimate import decide_checkpointing
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
 from nnunet_scnas.nnunet.search.checkpoint import check_search_checkpoint, save_atomically
 from nnunet_scnas.nnunet.search.report import SearchReport
@@ -43,6 +44,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     tau_end = TAU_END
     search_seed = 12345  # the 4:1 split, the initial supernet, the architecture samples and the data streams
     grad_clip = 12.0  # nnU-Net's own clipping norm
+    checkpoint_cells = "auto"  # True / False / "auto": on CUDA, checkpointed cells only if the plain search won't fit
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -60,6 +62,9 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         seed_everything(self.search_seed)  # the same initial supernet on every rank
         super().initialize()
         channels_last_on_cpu(self.network, self.device)
+        with exit_on_user_error():  # before any data is loaded
+            self.supernet.checkpoint_cells, line = decide_checkpointing(self, self.checkpoint_cells)
+        self.print_to_log_file(line)
         if self.is_ddp:
             self.network = allow_unused_parameters(self.network)
         self._seed_data_streams()  # before nnU-Net forks its augmentation workers
@@ -180,7 +185,7 @@ class nnUNetTrainerSCNASSearch_cpu(nnUNetTrainerSCNASSearch):
     search_epochs = 8
     search_iterations_per_epoch = 6
     search_val_iterations_per_epoch = 2
-    stem_width = 6
+    stem_width = 8
     arch_lr = 3e-2
     plateau_patience = 4
 

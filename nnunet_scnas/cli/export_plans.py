@@ -6,15 +6,16 @@ HELP = ("add a configuration whose network is a genotype's derived network to a 
 
 
 def width_argument(value: str):
-    """`auto` or a positive integer (argparse turns the error into one line and exit code 2)."""
+    """`auto` or a positive multiple of 4 (argparse turns the error into one line and exit code 2)."""
     if value == "auto":
         return value
     try:
         width = int(value)
     except ValueError:
         width = 0
-    if width < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {value!r}")
+    if width < 4 or width % 4:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive multiple of 4 (the 4 nodes of a cell are "
+                                         f"width/4 wide), got {value!r}")
     return width
 
 
@@ -31,8 +32,8 @@ def add_arguments(parser):
     parser.add_argument("-p", dest="plans", metavar="PLANS", default="nnUNetPlans",
                         help="plans identifier; default nnUNetPlans")
     parser.add_argument("--width", type=width_argument, metavar="auto|N", default="auto",
-                        help="stem width of the derived network, or 'auto' (default): the width whose FLOPs "
-                             "match nnU-Net's own network of the source configuration")
+                        help="stem width of the derived network (a multiple of 4), or 'auto' (default): the width "
+                             "whose FLOPs match nnU-Net's own network of the source configuration")
     parser.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
 
 

@@ -7,7 +7,7 @@ from nnunet_scnas import __version__
 from nnunet_scnas.errors import UserError
 
 # module names in this package, in the order `--help` lists them
-SUBCOMMANDS = ("env", "doctor", "make_dataset", "export_plans", "compare", "demo")
+SUBCOMMANDS = ("env", "doctor", "make_dataset", "estimate", "export_plans", "compare", "demo")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

@@ -6,7 +6,8 @@ size, normalization) and replaces only `architecture`:
     "3d_fullres_scnas": {
         "inherits_from": "3d_fullres",
         "architecture": {"network_class_name": "nnunet_scnas.derived.SCNASUNet",
-                         "arch_kwargs": {"genotype": {...}, "stem_width": 68, "strides": [[1,1,1], s1, s2, s3]},
+                         "arch_kwargs": {"genotype": {...}, "stem_width": 68, "strides": [[1,1,1], s1, s2, s3],
+                                         "cell_layout": "concat_of_quarter_nodes"},
                          "_kw_requires_import": []}}
 
 Why this works with nnU-Net 2.8 as it is:
@@ -24,23 +25,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.paths import nnUNet_preprocessed
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scnas.atomic import atomic_path
+from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.flops import count_flops, count_parameters, match_width
 from nnunet_scnas.genotype import Genotype
 from nnunet_scnas.locations import plans_dir
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
+from nnunet_scnas.nnunet.plans import find_plans_file, parse_plans, plans_network_on_meta
 
 DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
-# One more channel of stem width changes the FLOPs by about 2/width: at the small widths of CPU-sized plans
-# (16 or so) the closest integer width can be 6% off the target, so auto width allows 10%.
+# Stem widths are multiples of 4, and 4 more channels change the FLOPs by about 8/width: at the widths of
+# CPU-sized plans (40 to 60) the closest width can be 7-10% off the target, so auto width allows 10%.
 AUTO_WIDTH_TOLERANCE = 0.10
 
 
@@ -104,28 +104,13 @@ def load_genotype(name_or_path: str) -> Genotype:
         raise UserError(f"genotype file {path}: {error}") from None
 
 
-def find_plans_file(dataset: str, plans_name: str) -> tuple[str, Path]:
-    """(dataset name, `$nnUNet_preprocessed/<dataset>/<plans_name>.json`), the dataset given as nnU-Net takes it."""
-    if not nnUNet_preprocessed.is_set():
-        raise UserError("nnUNet_preprocessed is not set (see nnU-Net's setting_up_paths.md)")
-    try:
-        dataset_name = maybe_convert_to_dataset_name(dataset)
-    except (ValueError, RuntimeError):  # nnU-Net's messages span lines and list the environment
-        raise UserError(f"dataset {dataset!r} not found: give an id or a DatasetXXX_Name that exists in "
-                        f"nnUNet_raw or nnUNet_preprocessed") from None
-    plans_file = Path(nnUNet_preprocessed.get()) / dataset_name / f"{plans_name}.json"
-    if not plans_file.is_file():
-        raise UserError(f"{plans_file} does not exist: plan and preprocess the dataset first "
-                        f"(nnUNetv2_plan_and_preprocess -d {dataset})")
-    return dataset_name, plans_file
-
-
 def scnas_configuration(source: str, genotype: Genotype, stem_width: int, strides: list) -> dict:
     return {
         "inherits_from": source,
         "architecture": {
             "network_class_name": DERIVED_CLASS_NAME,
-            "arch_kwargs": {"genotype": genotype.to_dict(), "stem_width": stem_width, "strides": strides},
+            "arch_kwargs": {"genotype": genotype.to_dict(), "stem_width": stem_width, "strides": strides,
+                            "cell_layout": CELL_LAYOUT},
             "_kw_requires_import": [],
         },
     }
@@ -133,11 +118,7 @@ def scnas_configuration(source: str, genotype: Genotype, stem_width: int, stride
 
 def stock_network_size(configuration_manager, input_channels: int, num_classes: int) -> NetworkSize:
     """The network nnU-Net itself builds from this configuration, measured without computing anything (meta)."""
-    with torch.device("meta"):
-        network = get_network_from_plans(
-            configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
-            configuration_manager.network_arch_init_kwargs_req_import, input_channels, num_classes,
-            allow_init=False, deep_supervision=False)
+    network = plans_network_on_meta(configuration_manager, input_channels, num_classes)
     return NetworkSize(count_flops(network, (input_channels, *configuration_manager.patch_size)),
                        count_parameters(network))
 
@@ -146,7 +127,8 @@ def derived_network_size(genotype: Genotype, stem_width: int, strides: list, inp
                          patch_size) -> NetworkSize:
     with torch.device("meta"):
         network = SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=False,
-                            genotype=genotype.to_dict(), stem_width=stem_width, strides=strides)
+                            genotype=genotype.to_dict(), stem_width=stem_width, strides=strides,
+                            cell_layout=CELL_LAYOUT)
     return NetworkSize(count_flops(network, (input_channels, *patch_size)), count_parameters(network))
 
 
@@ -168,14 +150,14 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
         genotype: a genotype JSON path, or the name of one shipped in `plans/`.
         width: the stem width, or "auto": the width whose FLOPs match the source configuration's stock network.
     """
+    if width != "auto" and (not isinstance(width, int) or isinstance(width, bool) or width < 4 or width % 4):
+        raise UserError(f"the width must be 'auto' or a positive multiple of 4 (the 4 nodes of a cell are width/4 "
+                        f"wide), got {width!r}")
     genotype = load_genotype(genotype)
     dataset_name, plans_file = find_plans_file(dataset, plans_name)
     original = plans_file.read_bytes()
-    try:
-        plans = json.loads(original)
-        configurations = plans["configurations"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{plans_file} is not an nnU-Net plans file (rerun nnUNetv2_plan_experiment)") from None
+    plans = parse_plans(plans_file, original)
+    configurations = plans["configurations"]
     if source not in configurations:
         raise UserError(f"{plans_file} has no configuration {source!r} to export from "
                         f"(it has: {', '.join(configurations)})")

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 
+from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import SEARCH_SPACE_ID
 
@@ -12,7 +13,8 @@ FRESH_START = "delete the fold folder's checkpoint_*.pth to start this search af
 
 
 def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module) -> None:
-    """Raise UserError unless the checkpoint is a readable search checkpoint of this very supernet."""
+    """Raise UserError unless the checkpoint is a readable search checkpoint of this very supernet: its search
+    space, its cell layout (`CELL_LAYOUT`, recorded by `SearchOptimizer.state_dict`), then its parameter shapes."""
     if isinstance(filename_or_checkpoint, dict):
         checkpoint, name = filename_or_checkpoint, "the checkpoint"
     else:
@@ -30,6 +32,11 @@ def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module) -
     if state.get("search_space") != SEARCH_SPACE_ID:
         raise UserError(f"{name} was written for search space {state.get('search_space')!r}, this version "
                         f"searches {SEARCH_SPACE_ID!r}; {FRESH_START}")
+    if state.get("cell_layout") != CELL_LAYOUT:  # before the shapes: they differ too, but would not say why
+        written = "by a version with the old cell layout (nodes as wide as the cell)" if "cell_layout" not in state \
+            else f"with cell layout {state['cell_layout']!r}, this version builds {CELL_LAYOUT!r}"
+        raise UserError(f"{name} was written {written}: the genotype stays valid, the supernet's weights do not; "
+                        f"{FRESH_START}")
     expected = {k: tuple(v.shape) for k, v in supernet.state_dict().items()}
     found = {k.removeprefix("module."): tuple(v.shape) for k, v in checkpoint["network_weights"].items()}
     if found != expected:

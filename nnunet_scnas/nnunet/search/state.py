@@ -1,16 +1,18 @@
 """All the resumable state of a search, behind the one optimizer slot that nnU-Net's checkpoints carry.
 
 nnU-Net saves `trainer.optimizer.state_dict()` and restores it with `load_state_dict`. The search has two
-optimizers and a plateau LR schedule; keeping them together here lets nnU-Net's own save/load carry them
-unchanged. Random streams need no saving: each is seeded from `seed_from(search seed, position in the run)`
-(the temperature likewise follows the epoch), so `nnUNetv2_train ... --c` resumes the search exactly, on
-every rank of a multi-GPU run alike.
+optimizers, a plateau LR schedule and, with mixed precision, the architecture step's GradScaler (nnU-Net saves
+its own, the weight step's); keeping them together here lets nnU-Net's own save/load carry them unchanged.
+Random streams need no saving: each is seeded from `seed_from(search seed, position in the run)` (the
+temperature likewise follows the epoch), so `nnUNetv2_train ... --c` resumes the search exactly, on every rank
+of a multi-GPU run alike.
 """
 import random
 
 import numpy as np
 import torch
 
+from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.genotype import SEARCH_SPACE_ID
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import tau_schedule
@@ -30,14 +32,20 @@ def seed_everything(seed: int) -> None:
 
 
 class SearchOptimizer:
-    """Weight optimizer + architecture optimizer + plateau schedule, saved as one.
+    """Weight optimizer + architecture optimizer + plateau schedule (+ the architecture step's GradScaler), saved
+    as one.
 
-    `param_groups` are the weight optimizer's (nnU-Net logs its learning rate).
+    `param_groups` are the weight optimizer's (nnU-Net logs its learning rate). The saved state records the
+    search space and the cell layout, so that `search/checkpoint.py` can refuse a checkpoint of another supernet.
+    `architecture_scaler` is None until a mixed-precision step asks for it (`architecture_scaler_for`): nnU-Net
+    makes its own GradScaler from the device, after the optimizers, and a CPU run has none.
     """
 
     def __init__(self, weights: torch.optim.Optimizer, architecture: torch.optim.Optimizer,
                  plateau: PlateauSchedule):
         self.weights, self.architecture, self.plateau = weights, architecture, plateau
+        self.architecture_scaler: torch.amp.GradScaler | None = None
+        self._architecture_scaler_state = None  # loaded from a checkpoint before the scaler exists
 
     @property
     def param_groups(self):
@@ -47,18 +55,33 @@ class SearchOptimizer:
         self.weights.zero_grad(set_to_none=set_to_none)
         self.architecture.zero_grad(set_to_none=set_to_none)
 
+    def architecture_scaler_for(self, device_type: str) -> torch.amp.GradScaler:
+        """The architecture step's own GradScaler (made on first use, with a loaded state if any): an overflow
+        in the weight step must not lower its scale, nor one in the architecture step the weight step's."""
+        if self.architecture_scaler is None:
+            self.architecture_scaler = torch.amp.GradScaler(device_type)
+            if self._architecture_scaler_state:  # {} is what a disabled scaler saves
+                self.architecture_scaler.load_state_dict(self._architecture_scaler_state)
+        return self.architecture_scaler
+
     def state_dict(self):
         return {
             "search_space": SEARCH_SPACE_ID,
+            "cell_layout": CELL_LAYOUT,
             "weights": self.weights.state_dict(),
             "architecture": self.architecture.state_dict(),
             "plateau": self.plateau.state_dict(),
+            "architecture_scaler": self._architecture_scaler_state if self.architecture_scaler is None
+            else self.architecture_scaler.state_dict(),
         }
 
     def load_state_dict(self, state):
         self.weights.load_state_dict(state["weights"])
         self.architecture.load_state_dict(state["architecture"])
         self.plateau.load_state_dict(state["plateau"])
+        self._architecture_scaler_state = state.get("architecture_scaler")  # absent from older checkpoints
+        if self.architecture_scaler is not None and self._architecture_scaler_state:
+            self.architecture_scaler.load_state_dict(self._architecture_scaler_state)
 
 
 class TemperatureSchedule:

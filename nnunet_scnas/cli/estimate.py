@@ -1,0 +1,27 @@
+"""`nnunet-scnas estimate -d DATASET`: peak training memory of stock nnU-Net, the search and the derived network."""
+NAME = "estimate"
+HELP = ("estimate the peak GPU memory of training at a dataset's plan (stock nnU-Net, the search without and with "
+        "checkpointed cells, the derived network of an exported configuration), before training anything")
+
+
+def add_arguments(parser):
+    parser.add_argument("-d", dest="dataset", metavar="DATASET", required=True, help="dataset: id or DatasetXXX_Name")
+    parser.add_argument("-c", dest="configuration", metavar="CONFIGURATION", default="3d_fullres",
+                        help="configuration (default 3d_fullres); an exported one (e.g. 3d_fullres_scnas) adds its "
+                             "derived network, and the stock rows use the configuration it inherits from")
+    parser.add_argument("-tr", dest="trainer", metavar="TRAINER", default="nnUNetTrainerSCNASSearch",
+                        help="search trainer whose stem width and seed to use (default nnUNetTrainerSCNASSearch)")
+    parser.add_argument("-p", dest="plans", metavar="PLANS", default="nnUNetPlans", help="plans identifier")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="batch per GPU (default: the plan's; with -num_gpus G nnU-Net gives each GPU 1/G of it)")
+    parser.add_argument("--stem-width", type=int, metavar="C", help="stem width of the search (default: the trainer's)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="float32 throughout, as nnU-Net trains on the CPU (default: CUDA autocast's dtypes)")
+
+
+def run(args) -> int:
+    from nnunet_scnas.nnunet.memory_estimate import estimate_plan
+
+    print(estimate_plan(args.dataset, args.configuration, args.trainer, args.batch_size, args.stem_width,
+                        args.plans, autocast=not args.fp32).table())
+    return 0

@@ -1,0 +1,161 @@
+"""Peak training memory of one step, estimated without the memory: the network is built on the "meta" device.
+
+    peak = parameters + gradients + optimizer state                                  (counted from the model)
+         + every tensor still alive when the forward and loss return                 (traced: what autograd
+           saved for backward, the batch, the outputs; views and shared inputs counted once)
+         + the backward's working set: two buffers of the largest tensor (the gradient arriving at an op and
+           the one it produces), and with per-cell activation checkpointing the largest cell's saved tensors,
+           which its recomputation brings back for the duration of its backward
+
+With `autocast=True` the forward is traced with the dtypes CUDA autocast gives (convolutions and matmuls in
+float16, softmax and losses in float32, everything else following its input), the fp16 weight copies included.
+A meta tensor has no data, so nothing is computed: the estimate takes seconds at 128^3 on a CPU. It is
+checked against measurements in `benchmarks/search_memory.md` (CPU peak RSS at small patches, and one GPU run
+of the old cell layout).
+"""
+from collections.abc import Callable, Iterable, Sequence
+import weakref
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+GiB = 2 ** 30
+ADAM_SLOTS = 2  # Adam keeps two float32 moments per trainable parameter
+
+_F = nn.functional
+_LOWER_PRECISION = {_F.conv1d, _F.conv2d, _F.conv3d, _F.conv_transpose1d, _F.conv_transpose2d, _F.conv_transpose3d,
+                    _F.linear, torch.matmul, torch.mm, torch.bmm, torch.addmm, torch.baddbmm}
+_FULL_PRECISION = {_F.softmax, _F.log_softmax, torch.softmax, torch.log_softmax, _F.cross_entropy, _F.nll_loss}
+
+
+class _CudaAutocastDtypes(TorchFunctionMode):
+    """CUDA autocast's dtype policy, for tensors of any device (autocast itself does nothing on "meta")."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        dtype = torch.float16 if func in _LOWER_PRECISION else torch.float32 if func in _FULL_PRECISION else None
+        if dtype is not None:
+            def cast(t):
+                return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+            args, kwargs = tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+class _LiveTensors(TorchDispatchMode):
+    """Weak references to every tensor an op creates: `alive_bytes` sums the storages of those still alive (kept
+    by autograd for the backward, or by the caller), each storage once. Nothing is kept alive by the tracking,
+    so it measures a real run as well as it traces a meta one. `track_peak` samples the live bytes after every op
+    (slower: for measurements)."""
+
+    def __init__(self, track_peak: bool = False):
+        super().__init__()
+        self.tensors: list[weakref.ref] = []
+        self.largest = 0
+        self.track_peak, self.peak = track_peak, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.tensors.append(weakref.ref(t))
+                self.largest = max(self.largest, t.untyped_storage().nbytes())
+        if self.track_peak:
+            self.peak = max(self.peak, self.alive_bytes())
+        return out
+
+    def alive_bytes(self) -> int:
+        alive, storages = [], {}
+        for ref in self.tensors:
+            tensor = ref()
+            if tensor is not None:
+                alive.append(ref)
+                storage = tensor.untyped_storage()
+                storages[storage._cdata] = storage.nbytes()
+        self.tensors = alive
+        return sum(storages.values())
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one training step at its peak (see the module docstring for what each term holds)."""
+    parameters: int
+    gradients: int
+    optimizer_state: int
+    activations: int  # alive when the forward and the loss return
+    backward_working_set: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer_state + self.activations + self.backward_working_set
+
+    def as_gib(self) -> dict[str, float]:
+        return {"parameters": self.parameters / GiB, "gradients": self.gradients / GiB,
+                "optimizer_state": self.optimizer_state / GiB, "activations": self.activations / GiB,
+                "backward_working_set": self.backward_working_set / GiB, "total": self.total / GiB}
+
+
+@dataclass(frozen=True)
+class ForwardTrace:
+    alive: int  # bytes alive when the step returned (its result kept)
+    largest_tensor: int
+    largest_region: int  # bytes the largest of `regions` left alive (what checkpointing it would recompute)
+
+
+def trace_forward(step: Callable[[], object], regions: Sequence[nn.Module] = (), autocast: bool = False
+                  ) -> ForwardTrace:
+    """Run `step()` (a forward and loss on meta tensors) and count what stays alive for the backward.
+
+    Tensors created before the call (parameters, anything the caller made) are not counted: create the batch
+    inside `step`. `regions` (e.g. the cells) are timed with hooks: each one's increase of the live bytes.
+    """
+    tracker = _LiveTensors()
+    increases, before = [0], {}
+    hooks = [h for region in regions for h in (
+        region.register_forward_pre_hook(lambda m, a: before.__setitem__(id(m), tracker.alive_bytes())),
+        region.register_forward_hook(lambda m, a, o: increases.append(tracker.alive_bytes() - before[id(m)])))]
+    try:
+        with (_CudaAutocastDtypes() if autocast else nullcontext()), tracker:
+            result = step()
+        alive = tracker.alive_bytes()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    del result
+    return ForwardTrace(alive, tracker.largest, max(increases))
+
+
+def training_memory(trace: ForwardTrace, parameters: Iterable[nn.Parameter], trained: Iterable[nn.Parameter],
+                    optimized: Iterable[nn.Parameter] | None = None, optimizer_slots: int = ADAM_SLOTS,
+                    recomputed: int = 0) -> MemoryEstimate:
+    """The peak of a training step whose forward `trace` describes.
+
+    Args:
+        trace: from `trace_forward` of the step's forward and loss.
+        parameters: all parameters held in memory.
+        trained: those that get a gradient in this step.
+        optimized: those with optimizer state (default: `trained`); a search keeps both optimizers' states.
+        optimizer_slots: optimizer values per optimized parameter (Adam: 2, of the parameter's dtype).
+        recomputed: bytes a checkpointed region brings back in the backward (`largest_region` of a trace
+            without checkpointing); 0 without checkpointing.
+    """
+    def size(params) -> int:
+        return sum(p.numel() * p.element_size() for p in {id(p): p for p in params}.values())
+
+    trained = list(trained)
+    return MemoryEstimate(parameters=size(parameters), gradients=size(trained),
+                          optimizer_state=optimizer_slots * size(trained if optimized is None else optimized),
+                          activations=trace.alive, backward_working_set=2 * trace.largest_tensor + recomputed)
+
+
+def measure_peak(step: Callable[[], None], autocast: bool = False) -> int:
+    """Peak bytes of the tensors that `step()` creates, sampled after every op: a measurement of a real run (a
+    forward, backward and optimizer step on any device), independent of the allocator's caching and reuse."""
+    tracker = _LiveTensors(track_peak=True)
+    with (_CudaAutocastDtypes() if autocast else nullcontext()), tracker:
+        step()
+    return tracker.peak

@@ -1,0 +1,201 @@
+"""Training memory at a dataset's plan, before anything is trained: `nnunet-scnas estimate`, and the search
+trainer's choice of per-cell activation checkpointing.
+
+Networks are built on the "meta" device and traced (`nnunet_scnas/memory.py`), with the dtypes that CUDA autocast
+gives (nnU-Net trains with autocast on CUDA): seconds on any machine, for a GPU of any size. Calibration and
+error: `benchmarks/search_memory.md`.
+"""
+import contextlib
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+from nnunet_scnas.cell import CELL_LAYOUT
+from nnunet_scnas.errors import UserError
+from nnunet_scnas.memory import GiB, MemoryEstimate
+from nnunet_scnas.nnunet.plan_strides import scnas_strides
+from nnunet_scnas.nnunet.plans import DatasetPlans, plans_network_on_meta, read_plans
+from nnunet_scnas.nnunet.search.step import ARCHITECTURE_STEP, WEIGHT_STEP, sample_generator
+from nnunet_scnas.search_memory import network_memory, search_memory
+from nnunet_scnas.supernet import SCNASSupernet
+
+DERIVED_CLASS_NAME = "nnunet_scnas.derived.SCNASUNet"
+# the first iteration's two samples (weight step, architecture step) are traced: the sample moves the peak by a
+# few percent
+SAMPLED_ITERATIONS = 1
+# what a fit may use of the GPU memory that is free: the estimate tracks what torch allocates (about 2 % over a
+# measured peak), while the caching allocator reserves more than it hands out (fragmentation)
+USABLE_FRACTION = 0.9
+
+
+def search_step_estimates(build_supernet: Callable[[], SCNASSupernet], batch_shape, seed: int, tau: float,
+                          autocast: bool = True) -> tuple[MemoryEstimate, MemoryEstimate]:
+    """Peak of a search iteration without and with checkpointed cells.
+
+    Args:
+        build_supernet: builds the trainer's supernet (called under the meta device, twice).
+        batch_shape: `[N, C, X, Y, Z]` per GPU.
+        seed, tau: the search seed (its first samples are traced) and the first epoch's tau.
+    """
+    generators = [sample_generator(seed, iteration, step) for iteration in range(SAMPLED_ITERATIONS)
+                  for step in (WEIGHT_STEP, ARCHITECTURE_STEP)]
+    estimates = []
+    for checkpointed in (False, True):
+        with torch.device("meta"):
+            supernet = build_supernet()
+        supernet.checkpoint_cells = checkpointed
+        estimates.append(search_memory(supernet, batch_shape, generators, tau, autocast=autocast))
+    return estimates[0], estimates[1]
+
+
+def choose_checkpointing(setting, without: MemoryEstimate, with_checkpointing: MemoryEstimate, available: int,
+                         what_to_do: str) -> tuple[bool, str]:
+    """(checkpoint the cells?, a log line) for `setting` True / False / "auto", given `available` GPU bytes.
+
+    "auto" checkpoints only when the plain search would not fit; when neither fits it raises a UserError that
+    says `what_to_do`. True and False are obeyed, with a warning in the line when the estimate does not fit.
+    """
+    if setting not in (True, False, "auto"):
+        raise UserError(f"checkpoint_cells must be True, False or 'auto', got {setting!r}")
+    usable = USABLE_FRACTION * available
+    figures = (f"estimated peak {without.total / GiB:.1f} GiB, {with_checkpointing.total / GiB:.1f} GiB with "
+               f"checkpointed cells; {available / GiB:.1f} GiB of GPU memory available")
+    if setting == "auto":
+        if without.total <= usable:
+            return False, f"{figures}: cells not checkpointed"
+        if with_checkpointing.total <= usable:
+            return True, f"{figures}: cells checkpointed (recomputed in the backward pass)"
+        raise UserError(f"the search does not fit this GPU even with checkpointed cells ({figures}): {what_to_do}")
+    chosen = with_checkpointing if setting else without
+    warning = "" if chosen.total <= usable else " - WARNING: this may not fit; set checkpoint_cells = 'auto'"
+    return setting, f"{figures}: checkpoint_cells = {setting}{warning}"
+
+
+def decide_checkpointing(trainer, setting, available: int | None = None) -> tuple[bool, str]:
+    """The search trainer's choice (see `choose_checkpointing`), made once its network is built and before any
+    data is loaded. Off the GPU, True / False are obeyed and "auto" means no checkpointing. `available`: GPU
+    bytes (default: what CUDA reports free, plus what torch already holds there)."""
+    if setting not in (True, False, "auto"):
+        raise UserError(f"checkpoint_cells must be True, False or 'auto', got {setting!r}")
+    if trainer.device.type != "cuda":
+        return setting is True, f"checkpointed cells: {setting is True} (checkpoint_cells = {setting!r}, not on CUDA)"
+    batch_shape = [trainer.batch_size, trainer.num_input_channels, *trainer.configuration_manager.patch_size]
+    without, with_checkpointing = search_step_estimates(
+        lambda: trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
+                                                   trainer.num_input_channels,
+                                                   trainer.label_manager.num_segmentation_heads,
+                                                   trainer.enable_deep_supervision),
+        batch_shape, trainer.search_seed, trainer.tau_start)
+    if available is None:
+        free, _ = torch.cuda.mem_get_info(trainer.device)
+        available = free + torch.cuda.memory_allocated(trainer.device)  # the supernet itself is in the estimate
+    return choose_checkpointing(setting, without, with_checkpointing, available,
+                                advice(trainer.batch_size, trainer.stem_width))
+
+
+def advice(batch_size: int, stem_width: int) -> str:
+    """What to do when a search does not fit one GPU."""
+    return (f"run it on several GPUs (-num_gpus N splits the batch of {batch_size}), search with a smaller stem "
+            f"width (a trainer variant with stem_width < {stem_width}), or give the search a plans configuration "
+            f"with batch_size 1")
+
+
+@dataclass(frozen=True)
+class EstimateRow:
+    network: str
+    detail: str
+    estimate: MemoryEstimate
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    dataset_name: str
+    configuration: str
+    patch_size: tuple[int, ...]
+    batch_size: int
+    autocast: bool
+    rows: list[EstimateRow]
+
+    def table(self) -> str:
+        """One small table in GiB, as `nnunet-scnas estimate` prints it."""
+        header = ["network", "", "parameters+grads+Adam", "activations", "backward", "peak (GiB)"]
+        lines = [[r.network, r.detail, *(f"{value / GiB:.2f}" for value in (
+                  r.estimate.parameters + r.estimate.gradients + r.estimate.optimizer_state, r.estimate.activations,
+                  r.estimate.backward_working_set, r.estimate.total))] for r in self.rows]
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        text = [f"{self.dataset_name} {self.configuration}: patch {'x'.join(map(str, self.patch_size))}, batch "
+                f"{self.batch_size} per GPU, {'CUDA autocast (float16 convs)' if self.autocast else 'float32'}"]
+        text += ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                 for row in [header, *lines]]
+        return "\n".join(text)
+
+
+def find_search_trainer(name: str):
+    """The trainer class `name` as nnU-Net finds it; UserError unless it is an SCNAS search trainer."""
+    # nnU-Net narrates its lookup, and importing its trainers warns of torch's own deprecations
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            trainer = recursive_find_trainer_class_by_name(name)
+        except RuntimeError:
+            raise UserError(f"trainer {name!r} not found (nnU-Net's trainers and nnUNet_extTrainer were searched); "
+                            f"check the name, e.g. nnUNetTrainerSCNASSearch") from None
+    if not hasattr(trainer, "stem_width") or not hasattr(trainer, "search_seed"):
+        raise UserError(f"{name} is not an SCNAS search trainer: give one with -tr, e.g. nnUNetTrainerSCNASSearch")
+    return trainer
+
+
+def _derived_network(plans: DatasetPlans, name: str, input_channels: int):
+    configuration = plans.configuration(name)
+    if configuration.network_arch_init_kwargs.get("cell_layout") != CELL_LAYOUT:
+        raise UserError(f"configuration {name!r} was exported for the old cell layout (nodes as wide as the cell): "
+                        f"re-export it with nnunet-scnas export-plans -o {name} --force (the genotype stays valid)")
+    return plans_network_on_meta(configuration, input_channels, plans.num_classes, deep_supervision=True)
+
+
+def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",
+                  batch_size: int | None = None, stem_width: int | None = None, plans_name: str = "nnUNetPlans",
+                  autocast: bool = True) -> PlanEstimate:
+    """Stock nnU-Net's network, the search without and with checkpointed cells, and, if `configuration` is an
+    exported SCNAS one, its derived network (plain and checkpointed); the stock rows use its parent."""
+    plans = read_plans(dataset, plans_name)
+    requested = plans.configuration(configuration)
+    exported = requested.network_arch_class_name == DERIVED_CLASS_NAME
+    stock_name = plans.plans["configurations"][configuration].get("inherits_from") if exported else configuration
+    stock = plans.configuration(stock_name)
+    search_trainer = find_search_trainer(trainer)
+    width = search_trainer.stem_width if stem_width is None else stem_width
+    if not isinstance(width, int) or width < 4 or width % 4:
+        raise UserError(f"--stem-width must be a positive multiple of 4 (the 4 nodes of a cell are width/4 wide), "
+                        f"got {width}")
+    batch = stock.batch_size if batch_size is None else batch_size
+    if batch < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch}")
+    input_channels = plans.input_channels(stock)
+    batch_shape = [batch, input_channels, *stock.patch_size]
+    try:
+        strides = scnas_strides(stock, stock_name)
+    except UserError as error:
+        raise UserError(f"the search cannot run on this plan: {error}") from None
+
+    rows = [EstimateRow(f"stock nnU-Net ({stock_name})", stock.network_arch_class_name.rsplit(".", 1)[-1],
+                        network_memory(plans_network_on_meta(stock, input_channels, plans.num_classes, True),
+                                       batch_shape, autocast))]
+    plain, checkpointed = search_step_estimates(
+        lambda: SCNASSupernet(input_channels, plans.num_classes, width, strides), batch_shape,
+        search_trainer.search_seed, search_trainer.tau_start, autocast)
+    rows += [EstimateRow(f"search ({trainer})", f"stem {width}", plain),
+             EstimateRow(f"search ({trainer})", f"stem {width}, checkpointed cells", checkpointed)]
+    if exported:
+        for checkpoint_cells in (False, True):
+            derived = _derived_network(plans, configuration, input_channels)
+            derived.checkpoint_cells = checkpoint_cells
+            detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}"
+                      + (", checkpointed cells" if checkpoint_cells else ""))
+            rows.append(EstimateRow(f"derived ({configuration})", detail,
+                                    network_memory(derived, batch_shape, autocast)))
+    return PlanEstimate(plans.dataset_name, configuration, tuple(stock.patch_size), batch, autocast, rows)

@@ -1,0 +1,84 @@
+"""A dataset's nnU-Net plans, found and read with one clear error per problem, and the network a configuration
+names, built on the "meta" device (measured without computing anything)."""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_scnas.errors import UserError
+
+
+def find_plans_file(dataset: str, plans_name: str) -> tuple[str, Path]:
+    """(dataset name, `$nnUNet_preprocessed/<dataset>/<plans_name>.json`), the dataset given as nnU-Net takes it."""
+    if not nnUNet_preprocessed.is_set():
+        raise UserError("nnUNet_preprocessed is not set (see nnU-Net's setting_up_paths.md)")
+    try:
+        dataset_name = maybe_convert_to_dataset_name(dataset)
+    except (ValueError, RuntimeError):  # nnU-Net's messages span lines and list the environment
+        raise UserError(f"dataset {dataset!r} not found: give an id or a DatasetXXX_Name that exists in "
+                        f"nnUNet_raw or nnUNet_preprocessed") from None
+    plans_file = Path(nnUNet_preprocessed.get()) / dataset_name / f"{plans_name}.json"
+    if not plans_file.is_file():
+        raise UserError(f"{plans_file} does not exist: plan and preprocess the dataset first "
+                        f"(nnUNetv2_plan_and_preprocess -d {dataset})")
+    return dataset_name, plans_file
+
+
+def parse_plans(plans_file: Path, text: bytes | str) -> dict:
+    try:
+        plans = json.loads(text)
+        if isinstance(plans["configurations"], dict):
+            return plans
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise UserError(f"{plans_file} is not an nnU-Net plans file (rerun nnUNetv2_plan_experiment)")
+
+
+@dataclass(frozen=True)
+class DatasetPlans:
+    """A dataset's plans and dataset.json, with the numbers every network built from them needs."""
+    dataset_name: str
+    plans_file: Path
+    plans: dict
+    dataset_json: dict
+
+    @property
+    def manager(self) -> PlansManager:
+        return PlansManager(self.plans)
+
+    def configuration(self, name: str) -> ConfigurationManager:
+        if name not in self.plans["configurations"]:
+            raise UserError(f"{self.plans_file} has no configuration {name!r} "
+                            f"(it has: {', '.join(self.plans['configurations'])})")
+        return self.manager.get_configuration(name)
+
+    def input_channels(self, configuration: ConfigurationManager) -> int:
+        return determine_num_input_channels(self.manager, configuration, self.dataset_json)
+
+    @property
+    def num_classes(self) -> int:
+        """nnU-Net's number of segmentation heads (regions-aware, ignore label excluded)."""
+        return self.manager.get_label_manager(self.dataset_json).num_segmentation_heads
+
+
+def read_plans(dataset: str, plans_name: str = "nnUNetPlans") -> DatasetPlans:
+    dataset_name, plans_file = find_plans_file(dataset, plans_name)
+    plans = parse_plans(plans_file, plans_file.read_bytes())
+    dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
+    return DatasetPlans(dataset_name, plans_file, plans, dataset_json)
+
+
+def plans_network_on_meta(configuration: ConfigurationManager, input_channels: int, num_classes: int,
+                          deep_supervision: bool = False) -> torch.nn.Module:
+    """The network nnU-Net builds from `configuration` (stock or derived), on the meta device."""
+    with torch.device("meta"):
+        return get_network_from_plans(
+            configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+            configuration.network_arch_init_kwargs_req_import, input_channels, num_classes,
+            allow_init=False, deep_supervision=deep_supervision)

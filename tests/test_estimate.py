@@ -1,0 +1,123 @@
+"""`nnunet-scnas estimate` and the search trainer's choice of checkpointed cells."""
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nnunet_scnas.cli.main import main
+from nnunet_scnas.errors import UserError
+from nnunet_scnas.memory import GiB, MemoryEstimate
+from nnunet_scnas.nnunet.memory_estimate import USABLE_FRACTION, choose_checkpointing, decide_checkpointing
+from nnunet_scnas.supernet import SCNASSupernet
+
+
+def _estimate(gib: float) -> MemoryEstimate:
+    return MemoryEstimate(0, 0, 0, int(gib * GiB), 0)
+
+
+PLAIN, CHECKPOINTED = _estimate(30), _estimate(12)
+
+
+@pytest.mark.parametrize("setting, available_gib, expected", [
+    ("auto", 40, False),  # the plain search fits
+    ("auto", 20, True),  # only with checkpointed cells
+    (True, 40, True),  # obeyed
+    (False, 20, False),  # obeyed, with a warning
+])
+def test_checkpointing_choice(setting, available_gib, expected):
+    chosen, line = choose_checkpointing(setting, PLAIN, CHECKPOINTED, int(available_gib * GiB), "do X")
+    assert chosen is expected and "30.0 GiB" in line and "12.0 GiB" in line
+    assert ("WARNING" in line) == (setting is False and 30 > USABLE_FRACTION * available_gib)
+
+
+def test_a_search_that_fits_nowhere_says_what_to_do():
+    with pytest.raises(UserError, match="even with checkpointed cells.*: use two GPUs"):
+        choose_checkpointing("auto", PLAIN, CHECKPOINTED, 10 * GiB, "use two GPUs")
+    with pytest.raises(UserError, match="True, False or 'auto'"):
+        choose_checkpointing("yes", PLAIN, CHECKPOINTED, 10 * GiB, "")
+
+
+class _SearchTrainer:
+    """What `decide_checkpointing` reads of a search trainer, for a tiny plan."""
+    search_seed, tau_start, stem_width, batch_size, num_input_channels = 0, 5.0, 4, 2, 2
+    plans_manager = None
+    label_manager = SimpleNamespace(num_segmentation_heads=3)
+    enable_deep_supervision = True
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.configuration_manager = SimpleNamespace(patch_size=[16, 32, 32])
+
+    def build_network_architecture(self, *args):
+        return SCNASSupernet(2, 3, self.stem_width, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+
+
+@pytest.mark.parametrize("setting, available_mib, expected", [
+    ("auto", 4096, False), ("auto", 20, True), (True, 4096, True), (False, 20, False)])
+def test_the_search_trainer_decides_from_its_own_network_on_cuda(setting, available_mib, expected):
+    # no GPU needed: the estimate is made on the meta device, and the free memory is given (the plan needs
+    # about 22 MiB, 12 MiB with checkpointed cells)
+    chosen, line = decide_checkpointing(_SearchTrainer("cuda"), setting, available=available_mib * 2 ** 20)
+    assert chosen is expected and "estimated peak" in line
+
+
+def test_off_the_gpu_the_setting_is_obeyed_and_auto_is_off():
+    assert decide_checkpointing(_SearchTrainer("cpu"), "auto")[0] is False
+    assert decide_checkpointing(_SearchTrainer("cpu"), True)[0] is True
+    with pytest.raises(UserError, match="even with checkpointed cells.*-num_gpus N"):
+        decide_checkpointing(_SearchTrainer("cuda"), "auto", available=2 ** 20)
+
+
+def _peaks(out: str, prefix: str) -> list[float]:
+    """The peak column (GiB) of the printed rows that start with `prefix`."""
+    return [float(line.split()[-1]) for line in out.splitlines() if line.startswith(prefix)]
+
+
+def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
+    assert main(["estimate", "-d", "951", "-tr", "nnUNetTrainerSCNASSearch_cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 2 per GPU" in out and "CUDA autocast" in out
+    assert len(_peaks(out, "stock nnU-Net (3d_fullres)")) == 1 and "PlainConvUNet" in out
+    search, checkpointed = _peaks(out, "search (nnUNetTrainerSCNASSearch_cpu)")
+    assert 0 < checkpointed < search and "stem 8, checkpointed cells" in out
+
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "16"]) == 0
+    capsys.readouterr()
+    assert main(["estimate", "-d", "951", "-c", "3d_fullres_scnas", "--batch-size", "1", "--fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 1 per GPU" in out and "float32" in out
+    derived = [line for line in out.splitlines() if line.startswith("derived (3d_fullres_scnas)")]
+    assert len(derived) == 2 and "stem 16" in derived[0] and "checkpointed" in derived[1]
+    plain, checkpointed = _peaks(out, "derived (3d_fullres_scnas)")
+    assert checkpointed < plain
+
+
+def _old_layout(plans_file):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    plans = json.loads(plans_file.read_text())
+    del plans["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"]["cell_layout"]
+    plans_file.write_text(json.dumps(plans))
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["-d", "951", "--stem-width", "6"], "multiple of 4"),
+    (["-d", "951", "--batch-size", "0"], "at least 1"),
+    (["-d", "951", "-tr", "nnUNetTrainer"], "not an SCNAS search trainer"),
+    (["-d", "951", "-tr", "NoSuchTrainer"], "not found"),
+    (["-d", "951", "-c", "3d_lowres"], "no configuration '3d_lowres'"),
+    (["-d", "960"], "plan and preprocess the dataset first"),
+    (["-d", "951", "-c", "3d_fullres_scnas"], "old cell layout"),
+])
+def test_bad_input_is_one_line(arguments, expected, private_plans, capsys):
+    (Path(os.environ["nnUNet_raw"]) / "Dataset960_NotPreprocessed").mkdir()
+    if "3d_fullres_scnas" in arguments:
+        _old_layout(private_plans)
+    capsys.readouterr()
+    before = private_plans.read_bytes()
+    assert main(["estimate", *arguments]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert private_plans.read_bytes() == before
