@@ -1,10 +1,12 @@
-"""FLOPs and parameter counts, and the stem width that matches a FLOPs budget (paper §3: 48 -> 68 channels).
+"""FLOPs and parameter counts, and the stem width that matches a budget (FLOPs as in the paper §3: 48 -> 68
+channels; or another measure that grows with the width, e.g. training memory).
 
 FLOPs are counted by torch's `FlopCounterMode` (convolutions and matmuls, a multiply-add counted as 2),
 not by hand. A model built on the "meta" device is counted without computing anything, which keeps
 width matching at real patch sizes instant on a CPU.
 """
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -56,35 +58,45 @@ def match_width(genotype: Genotype | dict, target_flops: int, *, input_channels:
     """The stem width (a multiple of 4) whose derived network's FLOPs at `patch_size` are closest to `target_flops`.
 
     Every conv costs c_in * c_out (or c, depthwise) per voxel and all widths are multiples of the stem width C,
-    so FLOPs = a * C**2 + b * C: the counts at C = 4 and 8 give a first guess, then a walk over the multiples of 4
-    (the 4 nodes of a cell are C/4 wide; FLOPs grow with C) finds the two widths around the target. Neighbouring
-    widths differ by about 8/C in FLOPs, so the closest may be ~4/C off. Raises ValueError if the closest is
-    further than `tolerance` (relative) from the target, naming it.
+    so FLOPs = a * C**2 + b * C (see `closest_width`). Neighbouring widths differ by about 8/C in FLOPs, so the
+    closest may be ~4/C off. Raises ValueError if the closest is further than `tolerance` (relative) from the
+    target, naming it.
     """
-    if target_flops <= 0:
-        raise ValueError(f"target_flops must be > 0, got {target_flops}")
-    cache: dict[int, int] = {}
+    return closest_width(lambda width: derived_flops(genotype, width, input_channels=input_channels,
+                                                     num_classes=num_classes, patch_size=patch_size, strides=strides),
+                         target_flops, tolerance, "FLOPs")
 
-    def flops(width: int) -> int:
+
+def closest_width(measure: Callable[[int], float], target: float, tolerance: float, what: str) -> int:
+    """The stem width (a multiple of 4: the 4 nodes of a cell are C/4 wide) whose `measure` is closest to `target`.
+
+    `measure(C)` must grow with C, about as a * C**2 + b * C (FLOPs, parameters, training memory): its values at
+    C = 4 and 8 give a first guess, then a walk over the multiples of 4 finds the two widths around the target.
+    Raises ValueError naming the closest width if it is further than `tolerance` (relative) from the target.
+    """
+    if target <= 0:
+        raise ValueError(f"the target {what} must be > 0, got {target}")
+    cache: dict[int, float] = {}
+
+    def value(width: int) -> float:
         if width not in cache:
-            cache[width] = derived_flops(genotype, width, input_channels=input_channels, num_classes=num_classes,
-                                         patch_size=patch_size, strides=strides)
+            cache[width] = measure(width)
         return cache[width]
 
     step = NUM_NODES
     # f(s) = a s^2 + b s and f(2s) = 4 a s^2 + 2 b s, at s = step
-    a = (flops(2 * step) - 2 * flops(step)) / (2 * step ** 2)
-    b = (flops(step) - a * step ** 2) / step
-    guess = (-b + math.sqrt(b * b + 4 * a * target_flops)) / (2 * a) if a > 0 else step
+    a = (value(2 * step) - 2 * value(step)) / (2 * step ** 2)
+    b = (value(step) - a * step ** 2) / step
+    guess = (-b + math.sqrt(b * b + 4 * a * target)) / (2 * a) if a > 0 else target / max(b, 1e-30)
     width = step * max(1, round(guess / step))
-    while flops(width) < target_flops:
+    while value(width) < target:
         width += step
-    while width > step and flops(width - step) >= target_flops:
+    while width > step and value(width - step) >= target:
         width -= step
-    # now flops(width - step) < target <= flops(width), or width == step
-    best = min({max(width - step, step), width}, key=lambda w: abs(flops(w) - target_flops))
-    error = abs(flops(best) - target_flops) / target_flops
+    # now value(width - step) < target <= value(width), or width == step
+    best = min({max(width - step, step), width}, key=lambda w: abs(value(w) - target))
+    error = abs(value(best) - target) / target
     if error > tolerance:
-        raise ValueError(f"no stem width gives FLOPs within {tolerance:.0%} of {target_flops:.4g}: the closest is "
-                         f"width {best} with {flops(best):.4g} FLOPs ({error:.1%} off)")
+        raise ValueError(f"no stem width gives {what} within {tolerance:.0%} of {target:.4g}: the closest is "
+                         f"width {best} with {value(best):.4g} ({error:.1%} off)")
     return best

@@ -210,6 +210,7 @@ def test_network_cost_and_training_time(comparison, results):
 
     from nnunet_scnas.flops import count_flops, count_parameters, derived_flops
     from nnunet_scnas.nnunet.export.plans_export import load_genotype
+    from nnunet_scnas.search_memory import network_memory
 
     plans = PlansManager(str(results / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json"))
     stock, scnas = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")
@@ -233,7 +234,14 @@ def test_network_cost_and_training_time(comparison, results):
     assert by_name["SCNAS"].peak_memory_mb == SCNAS_PEAK_MEMORY_MB
     cost_row = next(line for line in comparison.files["markdown"].read_text().splitlines()
                     if line.startswith("| nnU-Net | `nnUNetTrainer__"))
-    assert f"| {statistics.median(METHODS['nnU-Net'][2]):.1f} | n/a |" in cost_row
+    # s/epoch, the estimated training memory (the same as export-plans and estimate print), the logged peak
+    with torch.device("meta"):
+        with_deep_supervision = get_network_from_plans(
+            stock.network_arch_class_name, stock.network_arch_init_kwargs, stock.network_arch_init_kwargs_req_import, 1,
+            3, allow_init=False, deep_supervision=True)
+    estimated = network_memory(with_deep_supervision, [stock.batch_size, 1, *stock.patch_size], autocast=True)
+    assert costs["nnU-Net"].training_memory == estimated.total
+    assert f"| {statistics.median(METHODS['nnU-Net'][2]):.1f} | {estimated.total / 2 ** 30:.2f} GiB | n/a |" in cost_row
 
 
 def test_cli_prints_the_table_and_writes_the_three_files(results, capsys):

@@ -21,7 +21,7 @@ from nnunet_scnas.cli.main import main
 from nnunet_scnas.flops import derived_flops
 from nnunet_scnas.genotype import CELL_TYPES, SCHEMA_VERSION, Genotype
 from nnunet_scnas.locations import plans_dir
-from nnunet_scnas.nnunet.export.plans_export import AUTO_WIDTH_TOLERANCE
+from nnunet_scnas.nnunet.export.plans_export import AUTO_WIDTH_TOLERANCE, derived_network_size
 from nnunet_scnas.nnunet.training.jaccard_loss import SoftJaccardLoss
 from nnunet_scnas.nnunet.training.plateau import TrainingLossPlateau
 
@@ -82,6 +82,35 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
                                         patch_size=ours.patch_size, strides=kwargs["strides"])
         assert abs(neighbour_flops - stock) > abs(derived - stock) - 0.01e9
     assert f"nnUNetv2_train {plans.dataset_name} 3d_fullres_scnas FOLD" in out
+
+
+def _gib_to_train(line: str) -> float:
+    return float(line.split(" GiB to train")[0].rsplit(" ", 1)[-1])
+
+
+def test_width_auto_can_match_the_training_memory_instead(plans_file, brain, capsys):
+    """--match memory: the multiple of 4 whose estimated training memory comes closest to the stock network's."""
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--match", "memory"]) == 0
+    out = capsys.readouterr().out
+    stock_line, derived_line = (line for line in out.splitlines() if "GiB to train at batch" in line)
+    stock, derived = _gib_to_train(stock_line), _gib_to_train(derived_line)
+    assert "matched by memory" in derived_line and abs(derived - stock) <= AUTO_WIDTH_TOLERANCE * stock
+    width = json.loads(plans_file.read_text())["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"][
+        "stem_width"]
+    configuration = PlansManager(str(plans_file)).get_configuration("3d_fullres")
+    neighbours = [derived_network_size(Genotype.from_dict(json.loads((plans_dir() / "plain_unet.json").read_text())),
+                                       w, [[1, 1, 1]] + configuration.pool_op_kernel_sizes[1:4], 4, 4,
+                                       configuration.patch_size, configuration.batch_size).training_memory
+                  for w in (width - 4, width + 4)]
+    assert all(abs(n / 2 ** 30 - stock) > abs(derived - stock) - 0.01 for n in neighbours)
+
+
+def test_match_takes_flops_or_memory_only(plans_file, capsys):
+    before = plans_file.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-plans", "-d", "951", "-g", "plain_unet", "--match", "params"])
+    assert exit_info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert plans_file.read_bytes() == before
 
 
 def test_force_replaces_the_configuration_and_keeps_the_rest(plans_file, brain, tmp_path):

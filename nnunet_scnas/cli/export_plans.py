@@ -33,7 +33,11 @@ def add_arguments(parser):
                         help="plans identifier; default nnUNetPlans")
     parser.add_argument("--width", type=width_argument, metavar="auto|N", default="auto",
                         help="stem width of the derived network (a multiple of 4), or 'auto' (default): the width "
-                             "whose FLOPs match nnU-Net's own network of the source configuration")
+                             "that matches nnU-Net's own network of the source configuration (see --match)")
+    parser.add_argument("--match", choices=("flops", "memory"), default="flops",
+                        help="what --width auto matches: 'flops' (default, the paper's rule) or 'memory', the "
+                             "estimated GPU memory of training at the plan's batch (the rule of 'nnU-Net "
+                             "Revisited', MICCAI 2024: compare at equal training VRAM)")
     parser.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
 
 
@@ -41,6 +45,6 @@ def run(args) -> int:
     from nnunet_scnas.nnunet.export.plans_export import export_plans
 
     done = export_plans(args.dataset, args.genotype, source=args.source, target=args.target,
-                        plans_name=args.plans, width=args.width, force=args.force)
+                        plans_name=args.plans, width=args.width, force=args.force, match=args.match)
     print(done.summary())
     return 0

@@ -59,10 +59,11 @@ def cost_table(comparison) -> str:
         rows.append([method.method.name, f"`{method.method.folder_name}`",
                      "x".join(map(str, cost.patch_size)) if cost.patch_size else NOT_AVAILABLE,
                      _number(cost.flops, 1e9, "{:.2f} G"), _number(cost.parameters, 1e6, "{:.2f} M"),
-                     _number(method.seconds_per_epoch, 1, "{:.1f}"), _number(method.peak_memory_mb, 1, "{:.0f} MB"),
-                     _folds(method.folds)])
+                     _number(method.seconds_per_epoch, 1, "{:.1f}"),
+                     _number(cost.training_memory, 2 ** 30, "{:.2f} GiB"),
+                     _number(method.peak_memory_mb, 1, "{:.0f} MB"), _folds(method.folds)])
     return _table(["Method", "trainer__plans__configuration", "patch", "FLOPs", "parameters", "s/epoch",
-                   "peak memory", "from folds"], rows)
+                   "training memory (estimated)", "peak memory (logged)", "from folds"], rows)
 
 
 def paired_table(comparison) -> str:
@@ -81,7 +82,8 @@ def csv_text(comparison) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["dataset", "method", "trainer", "plans", "configuration", "label", "label_key", "dice_mean",
                      "dice_std", "n_folds", "folds", "missing_folds", "paired_n", "paired_mean_difference",
-                     "paired_p_value", "flops", "parameters", "patch_size", "seconds_per_epoch", "peak_memory_mb"])
+                     "paired_p_value", "flops", "parameters", "patch_size", "seconds_per_epoch",
+                     "training_memory_bytes_estimated", "peak_memory_mb"])
     for method in comparison.methods:
         m, cost = method.method, method.cost
         for key, label in comparison.labels.items():
@@ -93,7 +95,8 @@ def csv_text(comparison) -> str:
                              _blank(paired and paired.n_pairs), _blank(paired and paired.mean_difference),
                              _blank(paired and paired.p_value), _blank(cost.flops), _blank(cost.parameters),
                              "x".join(map(str, cost.patch_size)) if cost.patch_size else "",
-                             _blank(method.seconds_per_epoch), _blank(method.peak_memory_mb)])
+                             _blank(method.seconds_per_epoch), _blank(cost.training_memory),
+                             _blank(method.peak_memory_mb)])
     return out.getvalue()
 
 

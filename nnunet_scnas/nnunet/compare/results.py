@@ -54,11 +54,13 @@ class Method:
 
 @dataclass(frozen=True)
 class NetworkCost:
-    """FLOPs and parameters of the network in the plans, at the configuration's patch size, batch 1."""
+    """FLOPs and parameters of the network in the plans, at the configuration's patch size, batch 1, and the
+    estimated peak GPU memory of training it at the configuration's batch (CUDA autocast)."""
 
     flops: int | None = None
     parameters: int | None = None
     patch_size: tuple[int, ...] | None = None
+    training_memory: int | None = None
     why_missing: str | None = None
 
 
@@ -171,7 +173,8 @@ def network_cost(trainer_folder: Path, configuration: str) -> NetworkCost:
         num_classes = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
         # any architecture of the plans (stock or derived), built as nnU-Net builds it
         size = stock_network_size(configuration_manager, input_channels, num_classes)
-        return NetworkCost(size.flops, size.parameters, tuple(int(s) for s in configuration_manager.patch_size))
+        return NetworkCost(size.flops, size.parameters, tuple(int(s) for s in configuration_manager.patch_size),
+                           size.training_memory)
     except Exception as error:  # any plans may name any class; a table without FLOPs beats no table
         return NetworkCost(why_missing=f"cannot build the network of {trainer_folder.name} "
                                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")

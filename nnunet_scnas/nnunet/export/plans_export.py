@@ -32,11 +32,13 @@ from nnunet_scnas.atomic import atomic_path
 from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.flops import count_flops, count_parameters, match_width
+from nnunet_scnas.flops import closest_width, count_flops, count_parameters, derived_flops
 from nnunet_scnas.genotype import Genotype
 from nnunet_scnas.locations import plans_dir
+from nnunet_scnas.memory import GiB
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.plans import find_plans_file, parse_plans, plans_network_on_meta
+from nnunet_scnas.search_memory import network_memory
 
 DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
 # Stem widths are multiples of 4, and 4 more channels change the FLOPs by about 8/width: at the widths of
@@ -44,14 +46,19 @@ DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
 AUTO_WIDTH_TOLERANCE = 0.10
 
 
+MATCH_RULES = ("flops", "memory")
+
+
 @dataclass(frozen=True)
 class NetworkSize:
     flops: int  # one forward pass on one patch, a multiply-add counted as 2
     parameters: int
+    training_memory: int  # estimated peak bytes of a training step at the plan's batch, CUDA autocast dtypes
 
-    def describe(self, patch_size) -> str:
+    def describe(self, patch_size, batch_size: int) -> str:
         return (f"{self.flops / 1e9:.2f} GFLOPs per {'x'.join(map(str, patch_size))} patch, "
-                f"{self.parameters / 1e6:.2f} M parameters")
+                f"{self.parameters / 1e6:.2f} M parameters, {self.training_memory / GiB:.2f} GiB to train at "
+                f"batch {batch_size}")
 
 
 @dataclass(frozen=True)
@@ -63,17 +70,23 @@ class Export:
     source: str
     target: str
     patch_size: list
+    batch_size: int
     stem_width: int
+    match: str | None  # "flops" or "memory" when the width was matched, None when it was given
     stock_class_name: str
     stock: NetworkSize
     derived: NetworkSize
 
     def summary(self) -> str:
         """What a user reads after an export: both networks' cost, where the plans went, the next command."""
+        size = self.patch_size, self.batch_size
+        matched = f", matched by {self.match}" if self.match else ""
         return "\n".join([
-            f"stock   {self.source} ({self.stock_class_name.rsplit('.', 1)[-1]}): {self.stock.describe(self.patch_size)}",
-            f"derived {self.target} (SCNASUNet, stem width {self.stem_width}): "
-            f"{self.derived.describe(self.patch_size)} ({self.derived.flops / self.stock.flops - 1:+.1%} FLOPs)",
+            f"stock   {self.source} ({self.stock_class_name.rsplit('.', 1)[-1]}): {self.stock.describe(*size)}",
+            f"derived {self.target} (SCNASUNet, stem width {self.stem_width}{matched}): {self.derived.describe(*size)} "
+            f"({self.derived.flops / self.stock.flops - 1:+.1%} FLOPs, "
+            f"{self.derived.training_memory / self.stock.training_memory - 1:+.1%} memory)",
+            "(memory: the estimated peak of a training step on a GPU, CUDA autocast; nnunet-scnas estimate)",
             f"wrote configuration {self.target!r} to {self.plans_file} (previous version: {self.backup_file.name})",
             f"next: nnUNetv2_train {self.dataset_name} {self.target} FOLD"])
 
@@ -116,20 +129,29 @@ def scnas_configuration(source: str, genotype: Genotype, stem_width: int, stride
     }
 
 
+def network_size(build, input_channels: int, patch_size, batch_size: int) -> NetworkSize:
+    """FLOPs (one patch) and parameters of `build(deep_supervision=False)`, and the training memory of
+    `build(deep_supervision=True)` at `batch_size`, as nnU-Net trains it; built on meta, nothing is computed."""
+    network = build(deep_supervision=False)
+    memory = network_memory(build(deep_supervision=True), [batch_size, input_channels, *patch_size], autocast=True)
+    return NetworkSize(count_flops(network, (input_channels, *patch_size)), count_parameters(network), memory.total)
+
+
 def stock_network_size(configuration_manager, input_channels: int, num_classes: int) -> NetworkSize:
-    """The network nnU-Net itself builds from this configuration, measured without computing anything (meta)."""
-    network = plans_network_on_meta(configuration_manager, input_channels, num_classes)
-    return NetworkSize(count_flops(network, (input_channels, *configuration_manager.patch_size)),
-                       count_parameters(network))
+    """The network nnU-Net itself builds from this configuration (stock or derived), at its patch and batch."""
+    return network_size(lambda deep_supervision: plans_network_on_meta(configuration_manager, input_channels,
+                                                                       num_classes, deep_supervision),
+                        input_channels, configuration_manager.patch_size, configuration_manager.batch_size)
 
 
 def derived_network_size(genotype: Genotype, stem_width: int, strides: list, input_channels: int, num_classes: int,
-                         patch_size) -> NetworkSize:
-    with torch.device("meta"):
-        network = SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=False,
-                            genotype=genotype.to_dict(), stem_width=stem_width, strides=strides,
-                            cell_layout=CELL_LAYOUT)
-    return NetworkSize(count_flops(network, (input_channels, *patch_size)), count_parameters(network))
+                         patch_size, batch_size: int) -> NetworkSize:
+    def build(deep_supervision: bool):
+        with torch.device("meta"):
+            return SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
+                             genotype=genotype.to_dict(), stem_width=stem_width, strides=strides,
+                             cell_layout=CELL_LAYOUT)
+    return network_size(build, input_channels, patch_size, batch_size)
 
 
 def _check_patch_size(patch_size, strides, source: str) -> None:
@@ -140,7 +162,8 @@ def _check_patch_size(patch_size, strides, source: str) -> None:
 
 
 def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target: str = "3d_fullres_scnas",
-                 plans_name: str = "nnUNetPlans", width: int | str = "auto", force: bool = False) -> Export:
+                 plans_name: str = "nnUNetPlans", width: int | str = "auto", force: bool = False,
+                 match: str = "flops") -> Export:
     """Add configuration `target` (the derived network of `genotype`) to a dataset's plans file.
 
     Every check runs before the plans file is touched; then it is backed up and replaced in one rename.
@@ -148,8 +171,13 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
     Args:
         dataset: id or DatasetXXX_Name, as nnU-Net takes it.
         genotype: a genotype JSON path, or the name of one shipped in `plans/`.
-        width: the stem width, or "auto": the width whose FLOPs match the source configuration's stock network.
+        width: the stem width, or "auto": the width that matches the source configuration's stock network on
+            the measure `match`.
+        match: "flops" (the paper's rule) or "memory" (the estimated training memory at the plan's batch: the
+            rule of "nnU-Net Revisited", MICCAI 2024, which compares methods at equal GPU memory).
     """
+    if match not in MATCH_RULES:
+        raise UserError(f"--match must be one of {', '.join(MATCH_RULES)}, got {match!r}")
     if width != "auto" and (not isinstance(width, int) or isinstance(width, bool) or width < 4 or width % 4):
         raise UserError(f"the width must be 'auto' or a positive multiple of 4 (the 4 nodes of a cell are width/4 "
                         f"wide), got {width!r}")
@@ -176,14 +204,24 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
     input_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     num_classes = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
 
+    batch_size = configuration_manager.batch_size
     stock = stock_network_size(configuration_manager, input_channels, num_classes)
-    if width == "auto":
+    matched = match if width == "auto" else None
+    if matched == "flops":
+        measure, target_value = (lambda w: derived_flops(genotype, w, input_channels=input_channels,
+                                                         num_classes=num_classes, patch_size=patch_size,
+                                                         strides=strides)), stock.flops
+    elif matched == "memory":
+        measure, target_value = (lambda w: derived_network_size(genotype, w, strides, input_channels, num_classes,
+                                                                patch_size, batch_size).training_memory), \
+            stock.training_memory
+    if matched:
         try:
-            width = match_width(genotype, stock.flops, input_channels=input_channels, num_classes=num_classes,
-                                patch_size=patch_size, strides=strides, tolerance=AUTO_WIDTH_TOLERANCE)
+            width = closest_width(measure, target_value, AUTO_WIDTH_TOLERANCE,
+                                  "FLOPs" if matched == "flops" else "training memory")
         except ValueError as error:
-            raise UserError(f"--width auto: {error}; give a width with --width N") from None
-    derived = derived_network_size(genotype, width, strides, input_channels, num_classes, patch_size)
+            raise UserError(f"--width auto --match {matched}: {error}; give a width with --width N") from None
+    derived = derived_network_size(genotype, width, strides, input_channels, num_classes, patch_size, batch_size)
 
     configurations[target] = scnas_configuration(source, genotype, width, strides)
     backup_file = plans_file.with_name(f"{plans_file.name}.bak-{datetime.now():%Y%m%d-%H%M%S-%f}")
@@ -191,5 +229,5 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
     with atomic_path(plans_file) as tmp:
         tmp.write_text(json.dumps(plans, indent=4) + "\n")  # nnU-Net's own layout: indent 4, keys in order
 
-    return Export(dataset_name, plans_file, backup_file, source, target, patch_size, width,
+    return Export(dataset_name, plans_file, backup_file, source, target, patch_size, batch_size, width, matched,
                   configuration_manager.network_arch_class_name, stock, derived)
