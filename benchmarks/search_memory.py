@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import shlex
 import shutil
 import statistics
