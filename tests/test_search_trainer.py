@@ -1,5 +1,6 @@
 """nnUNetTrainerSCNASSearch: the search through nnU-Net's own entry point, exact resume, and bad input."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,35 @@ def fold_folder(results, dataset, trainer=SEARCH_TRAINER, configuration="3d_full
 
 
 # ---------------------------------------------------------------- pieces, no nnU-Net run
+
+def _trainer_class(name):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(name)
+
+
+def test_a_variant_with_a_stem_width_no_multiple_of_4_is_refused_in_one_line(capsys):
+    variant = type("nnUNetTrainerSCNASSearch_stem6", (_trainer_class(SEARCH_TRAINER),), {"stem_width": 6})
+    plan = SimpleNamespace(patch_size=[16, 32, 32], pool_op_kernel_sizes=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    with pytest.raises(SystemExit) as exit_info:
+        variant.build_network_architecture(None, plan, 1, 2, True)
+    message = str(exit_info.value)
+    assert len(message.splitlines()) == 1 and "stem_width must be a positive multiple of 4" in message
+    assert "nnUNetTrainerSCNASSearch_stem6" in message
+
+
+def test_checkpointed_cells_reach_the_network_inside_nnunets_wrappers():
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from nnunet_scnas.nnunet.training.checkpointing import checkpoint_cells_of
+    network = SCNASSupernet(1, 2, 4, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    compiled = SimpleNamespace(_orig_mod=network)  # what torch.compile and DDP wrap, as attributes
+    checkpoint_cells_of(SimpleNamespace(module=compiled))
+    assert network.checkpoint_cells is True
+    stock = PlainConvUNet(1, 4, [8, 16, 32, 64], torch.nn.Conv3d, 3, [1, 2, 2, 2], 2, 2, 2)
+    with pytest.raises(UserError, match="need an SCNAS network.*PlainConvUNet"):
+        checkpoint_cells_of(stock)
+
 
 @pytest.mark.parametrize("device, channels_last", [("cpu", True), ("cuda", False)])
 def test_cpu_training_stores_conv_weights_channels_last(device, channels_last):

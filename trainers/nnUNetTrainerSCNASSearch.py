@@ -5,16 +5,17 @@ Bi-level and first-order (paper §2.2, Algorithm 1): the fold's training cases a
 iteration is a weight step and an architecture step, each on a fresh two-op sample (`search/step.py`). The
 fold's validation cases are never seen. Everything else is nnU-Net's; `--c` resumes exactly. The per-epoch
 pseudo Dice is that of the current genotype on the architecture set. The logic lives in
-`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change.
+`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change
+(`nnUNetTrainerSCNASSearch_variants.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_scnas.errors import exit_on_user_error
+from nnunet_scnas.errors import UserError, exit_on_user_error
 from nnunet_scnas.nnunet.memory_estimate import decide_checkpointing
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
 from nnunet_scnas.nnunet.search.checkpoint import check_search_checkpoint, save_atomically
-from nnunet_scnas.nnunet.search.report import SearchReport
+from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
 from nnunet_scnas.nnunet.search.split import describe_split, load_or_make_split
 from nnunet_scnas.nnunet.search.state import SearchOptimizer, TemperatureSchedule, seed_everything, seed_from
 from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
@@ -22,11 +23,6 @@ from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
-
-SKIPPED_VALIDATION = ("Validation skipped for the search: the supernet's weights were trained for sampled "
-                      "sub-networks, so its Dice would mislead; the fold's validation cases are left for the "
-                      "retrained network (nnunet-scnas export-plans, then nnUNetv2_train with the new configuration).")
-
 
 class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     # Search hyperparameters (paper §2.2 and §3). Variants change these class attributes, never the constructor.
@@ -81,8 +77,11 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         with exit_on_user_error():
             strides = scnas_strides(configuration_manager)
-        network = SCNASSupernet(num_input_channels, num_output_channels, cls.stem_width, strides,
-                                deep_supervision=enable_deep_supervision)
+            try:
+                network = SCNASSupernet(num_input_channels, num_output_channels, cls.stem_width, strides,
+                                        deep_supervision=enable_deep_supervision)
+            except ValueError as error:  # a variant's attributes, e.g. a stem width that is no multiple of 4
+                raise UserError(f"{cls.__name__}: {error}") from None
         network.mode = "argmax"  # what inference from a search checkpoint sees; the search itself samples
         return network
 
@@ -166,33 +165,3 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file(SKIPPED_VALIDATION)
-
-
-class nnUNetTrainerSCNASSearch_5epochs(nnUNetTrainerSCNASSearch):
-    search_epochs = 5
-
-
-class nnUNetTrainerSCNASSearch_50epochs(nnUNetTrainerSCNASSearch):
-    search_epochs = 50
-
-
-class nnUNetTrainerSCNASSearch_cpu(nnUNetTrainerSCNASSearch):
-    """Sized for 2 CPU cores (a few minutes on the embedded brain-tumour set): the demo's search.
-
-    48 iterations instead of 50,000: with the paper's architecture lr, Adam moves a logit by at most
-    ~0.003 per step, which would leave the architecture at its random initialisation; 10x lets it move.
-    """
-    search_epochs = 8
-    search_iterations_per_epoch = 6
-    search_val_iterations_per_epoch = 2
-    stem_width = 8
-    arch_lr = 3e-2
-    plateau_patience = 4
-
-
-class nnUNetTrainerSCNASSearch_cpuQuick(nnUNetTrainerSCNASSearch_cpu):
-    """Tests and `nnunet-scnas demo --quick`: a handful of iterations."""
-    search_epochs = 2
-    search_iterations_per_epoch = 2
-    search_val_iterations_per_epoch = 1
-    stem_width = 4

@@ -17,6 +17,9 @@ from nnunet_scnas.atomic import atomic_path, write_json
 from nnunet_scnas.genotype import CELL_TYPES, EDGES, Genotype
 from nnunet_scnas.ops import OPS
 
+SKIPPED_VALIDATION = ("Validation skipped for the search: the supernet's weights were trained for sampled "
+                      "sub-networks, so its Dice would mislead; the fold's validation cases are left for the "
+                      "retrained network (nnunet-scnas export-plans, then nnUNetv2_train with the new configuration).")
 PARAMETER_FREE_OPS = ("zero", "identity", "max_pool_3x3x3", "avg_pool_3x3x3")
 MAX_ENTROPY = math.log(len(OPS))
 
