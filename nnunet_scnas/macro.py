@@ -54,6 +54,15 @@ SKIP_STATES = (0, *(k + 1 for k, cell_type in enumerate(ENCODER_CELLS)
 CellFactory = Callable[[str, tuple[int, int], int, Stride], Cell]
 
 
+def check_stem_width(stem_width) -> int:
+    """C, the width of level 0: a positive multiple of 4, as the 4 nodes of a cell are C/4 wide."""
+    if (not isinstance(stem_width, int) or isinstance(stem_width, bool) or stem_width < NUM_NODES
+            or stem_width % NUM_NODES):
+        raise ValueError(f"stem_width must be a positive multiple of {NUM_NODES} (the {NUM_NODES} nodes of a cell "
+                         f"are C/{NUM_NODES} wide), got {stem_width!r}")
+    return stem_width
+
+
 def check_strides(strides: Sequence[Sequence[int]]) -> list[Stride]:
     """nnU-Net-style strides `[[1,1,1], s1, s2, s3]`: the stem's, then one per reduction cell."""
     if not isinstance(strides, Sequence) or len(strides) != NUM_LEVELS:
@@ -207,10 +216,7 @@ class UNetMacro(nn.Module):
                  make_cell: CellFactory, live: Sequence[bool] | None = None):
         super().__init__()
         self.strides = check_strides(strides)
-        if (not isinstance(stem_width, int) or isinstance(stem_width, bool) or stem_width < NUM_NODES
-                or stem_width % NUM_NODES):
-            raise ValueError(f"stem_width must be a positive multiple of {NUM_NODES} (the {NUM_NODES} nodes of a cell "
-                             f"are C/{NUM_NODES} wide), got {stem_width!r}")
+        check_stem_width(stem_width)
         widths = [stem_width * 2 ** level for level in range(NUM_LEVELS)]
         live = [True] * len(ENCODER_CELLS + DECODER_CELLS) if live is None else list(live)
         self.encoder = Encoder(input_channels, widths, self.strides, make_cell, live[:len(ENCODER_CELLS)])

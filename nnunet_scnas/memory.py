@@ -16,7 +16,7 @@ of the old cell layout).
 from collections.abc import Callable, Iterable, Sequence
 import weakref
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -94,9 +94,7 @@ class MemoryEstimate:
         return self.parameters + self.gradients + self.optimizer_state + self.activations + self.backward_working_set
 
     def as_gib(self) -> dict[str, float]:
-        return {"parameters": self.parameters / GiB, "gradients": self.gradients / GiB,
-                "optimizer_state": self.optimizer_state / GiB, "activations": self.activations / GiB,
-                "backward_working_set": self.backward_working_set / GiB, "total": self.total / GiB}
+        return {name: value / GiB for name, value in {**asdict(self), "total": self.total}.items()}
 
 
 @dataclass(frozen=True)

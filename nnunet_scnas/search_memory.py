@@ -13,13 +13,13 @@ Both optimizers' Adam states are resident throughout. `savers=False` traces the 
 instead (one LeakyReLU per op, edge weights with their graph and every parameter trained in both steps),
 which is what the search did before these savers.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
 from torch import nn
 
-from .memory import MemoryEstimate, trace_forward, training_memory
+from .memory import ForwardTrace, MemoryEstimate, trace_forward, training_memory
 
 
 def _stand_in_loss(outputs, batch: torch.Tensor):
@@ -44,23 +44,43 @@ def _trace(network: nn.Module, batch_shape: Sequence[int], autocast: bool):
     return trace_forward(step, regions=cells_of(network), autocast=autocast)
 
 
-def _recomputed(network: nn.Module, batch_shape, autocast: bool) -> int:
-    """What checkpointing the cells brings back in the backward: the largest cell's share of a plain trace."""
-    if not getattr(network, "checkpoint_cells", False):
-        return 0
-    network.checkpoint_cells = False
+def _traces(network: nn.Module, batch_shape, autocast: bool, checkpointed: Sequence[bool],
+            before_each: Callable[[], None] = lambda: None) -> dict[bool, tuple[ForwardTrace, int]]:
+    """{checkpointed cells?: (trace, bytes the backward recomputes)} for each setting in `checkpointed`.
+
+    The plain trace is always made: its largest cell is what checkpointing brings back in the backward, so
+    the two settings cost two traces, not three. `before_each` runs before every trace (e.g. to replay a sample).
+    """
+    previous = getattr(network, "checkpoint_cells", None)
     try:
-        return _trace(network, batch_shape, autocast).largest_region
+        if previous is not None:
+            network.checkpoint_cells = False
+        before_each()
+        plain = _trace(network, batch_shape, autocast)
+        traces = {False: (plain, 0)}
+        if True in checkpointed:
+            network.checkpoint_cells = True
+            before_each()
+            traces[True] = (_trace(network, batch_shape, autocast), plain.largest_region)
     finally:
-        network.checkpoint_cells = True
+        if previous is not None:
+            network.checkpoint_cells = previous
+    return {flag: traces[flag] for flag in checkpointed}
+
+
+def network_memories(network: nn.Module, batch_shape: Sequence[int], autocast: bool = False,
+                     checkpointed: Sequence[bool] = (False, True)) -> dict[bool, MemoryEstimate]:
+    """{checkpointed cells?: the estimate} of a training step of `network` (built on meta) with every parameter
+    trained by Adam; `batch_shape` is `[N, C, X, Y, Z]`. Checkpointing needs an SCNAS network."""
+    parameters = list(network.parameters())
+    return {flag: training_memory(trace, parameters, parameters, recomputed=recomputed)
+            for flag, (trace, recomputed) in _traces(network, batch_shape, autocast, checkpointed).items()}
 
 
 def network_memory(network: nn.Module, batch_shape: Sequence[int], autocast: bool = False) -> MemoryEstimate:
-    """A training step of `network` (built on meta) with every parameter trained by Adam; `batch_shape` is
-    `[N, C, X, Y, Z]`. Honours the network's `checkpoint_cells` when it has one."""
-    trace = _trace(network, batch_shape, autocast)
-    parameters = list(network.parameters())
-    return training_memory(trace, parameters, parameters, recomputed=_recomputed(network, batch_shape, autocast))
+    """`network_memories` for the network's own `checkpoint_cells` (False for networks without one)."""
+    flag = getattr(network, "checkpoint_cells", False)
+    return network_memories(network, batch_shape, autocast, (flag,))[flag]
 
 
 def _cpu_logits(supernet: nn.Module) -> None:
@@ -71,18 +91,20 @@ def _cpu_logits(supernet: nn.Module) -> None:
             supernet.alphas[cell_type] = nn.Parameter(torch.zeros(alpha.shape))
 
 
-def search_memory(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
-                  tau: float, autocast: bool = False, savers: bool = True) -> MemoryEstimate:
-    """The peak of a search iteration: the larger of its two steps, over the two-op samples of `generators`.
+def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
+                    tau: float, autocast: bool = False, savers: bool = True,
+                    checkpointed: Sequence[bool] = (False, True)) -> dict[bool, MemoryEstimate]:
+    """{checkpointed cells?: the peak of a search iteration}: the larger of its two steps, over the two-op samples
+    of `generators`.
 
     Args:
-        supernet: an `SCNASSupernet` built on meta (its logits are replaced by CPU zeros, see `_cpu_logits`);
-            its `checkpoint_cells` is honoured.
+        supernet: an `SCNASSupernet` built on meta (its logits are replaced by CPU zeros, see `_cpu_logits`).
         batch_shape: `[N, C, X, Y, Z]` per GPU.
         generators: one per sample to trace (e.g. the first iterations' weight- and architecture-step
             generators); the two-op sample changes the memory by a few percent.
         tau: the temperature (the first epoch's is the one at which samples are most spread).
         savers: False traces the straightforward formulation (see the module docstring).
+        checkpointed: the settings of `checkpoint_cells` to estimate.
     """
     _cpu_logits(supernet)
     weights, logits = supernet.weight_parameters(), supernet.arch_parameters()
@@ -90,25 +112,29 @@ def search_memory(supernet: nn.Module, batch_shape: Sequence[int], generators: S
     for cell in cells_of(supernet):
         cell.share_activation = savers
     supernet.mode, supernet.tau = "two_op", tau
-    recomputed = 0
-    estimates = []
+    estimates = {flag: [] for flag in checkpointed}
     try:
         for generator in generators:
             state = generator.get_state()
+            supernet.generator = generator
             for step in ("weights", "architecture"):
-                generator.set_state(state)
-                supernet.generator = generator
                 supernet.arch_grad = step == "architecture" or not savers
                 trained = parameters if not savers else weights if step == "weights" else logits
                 with supernet.frozen_weights() if savers and step == "architecture" else nullcontext():
-                    trace = _trace(supernet, batch_shape, autocast)
-                    if getattr(supernet, "checkpoint_cells", False):
-                        generator.set_state(state)
-                        recomputed = _recomputed(supernet, batch_shape, autocast)
-                estimates.append(training_memory(trace, parameters, trained, optimized=parameters,
-                                                 recomputed=recomputed))
+                    traces = _traces(supernet, batch_shape, autocast, checkpointed,
+                                     before_each=lambda: generator.set_state(state))  # the same sample each time
+                for flag, (trace, recomputed) in traces.items():
+                    estimates[flag].append(training_memory(trace, parameters, trained, optimized=parameters,
+                                                           recomputed=recomputed))
     finally:
         supernet.arch_grad = True
         for cell in cells_of(supernet):
             cell.share_activation = True
-    return max(estimates, key=lambda e: e.total)
+    return {flag: max(found, key=lambda e: e.total) for flag, found in estimates.items()}
+
+
+def search_memory(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
+                  tau: float, autocast: bool = False, savers: bool = True) -> MemoryEstimate:
+    """`search_memories` for the supernet's own `checkpoint_cells`."""
+    flag = getattr(supernet, "checkpoint_cells", False)
+    return search_memories(supernet, batch_shape, generators, tau, autocast, savers, (flag,))[flag]

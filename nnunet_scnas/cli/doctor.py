@@ -1,5 +1,3 @@
-import contextlib
-import io
 import os
 import shutil
 
@@ -30,10 +28,9 @@ def _check_discovery():
     from nnunet_scnas.locations import trainers_dir
 
     try:
-        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+        from nnunet_scnas.nnunet.commands import find_trainer_class
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            trainer = recursive_find_trainer_class_by_name(PROBE_TRAINER)
+        trainer = find_trainer_class(PROBE_TRAINER)
     except Exception as error:  # nnU-Net raises RuntimeError, an import of ours may raise anything
         return False, f"nnU-Net cannot find our trainers ({type(error).__name__}: {str(error).splitlines()[0]})", \
             'eval "$(nnunet-scnas env)"  (or reinstall with a non-editable `pip install nnunet-scnas`)'

@@ -6,17 +6,19 @@ HELP = ("add a configuration whose network is a genotype's derived network to a 
 
 
 def width_argument(value: str):
-    """`auto` or a positive multiple of 4 (argparse turns the error into one line and exit code 2)."""
+    """`auto` or a stem width (argparse turns the error into one line and exit code 2)."""
+    from nnunet_scnas.macro import check_stem_width
+
     if value == "auto":
         return value
     try:
         width = int(value)
     except ValueError:
-        width = 0
-    if width < 4 or width % 4:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive multiple of 4 (the 4 nodes of a cell are "
-                                         f"width/4 wide), got {value!r}")
-    return width
+        width = value  # refused below, with the value as given
+    try:
+        return check_stem_width(width)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a stem width: {error}") from None
 
 
 def add_arguments(parser):

@@ -1,5 +1,9 @@
-"""Run nnU-Net's own console commands (nnUNetv2_*) in a subprocess, as a user would."""
+"""Run nnU-Net's own console commands (nnUNetv2_*) in a subprocess, as a user would, and find a trainer as they
+do."""
+import contextlib
+import io
 import os
+import warnings
 import shutil
 import subprocess
 import sys
@@ -39,3 +43,14 @@ def run_nnunet(name: str, *args, env_overrides: dict | None = None) -> None:
     returncode = subprocess.run(command, env=env).returncode
     if returncode != 0:
         raise UserError(f"{name} failed with exit code {returncode}; its output is above")
+
+
+def find_trainer_class(name: str):
+    """The trainer class `name`, found as `nnUNetv2_train -tr name` finds it (nnU-Net's folder, then
+    `nnUNet_extTrainer`), quietly: nnU-Net narrates its lookup, and importing its trainers warns of torch's own
+    deprecations. Raises nnU-Net's RuntimeError when there is none."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return recursive_find_trainer_class_by_name(name)

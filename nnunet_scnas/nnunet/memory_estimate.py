@@ -5,25 +5,22 @@ Networks are built on the "meta" device and traced (`nnunet_scnas/memory.py`), w
 gives (nnU-Net trains with autocast on CUDA): seconds on any machine, for a GPU of any size. Calibration and
 error: `benchmarks/search_memory.md`.
 """
-import contextlib
-import io
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.errors import UserError
+from nnunet_scnas.macro import check_stem_width
 from nnunet_scnas.memory import GiB, MemoryEstimate
+from nnunet_scnas.nnunet.commands import find_trainer_class
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
-from nnunet_scnas.nnunet.plans import DatasetPlans, plans_network_on_meta, read_plans
+from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, DatasetPlans, plans_network_on_meta, read_plans
 from nnunet_scnas.nnunet.search.step import ARCHITECTURE_STEP, WEIGHT_STEP, sample_generator
-from nnunet_scnas.search_memory import network_memory, search_memory
+from nnunet_scnas.search_memory import network_memories, network_memory, search_memories
 from nnunet_scnas.supernet import SCNASSupernet
 
-DERIVED_CLASS_NAME = "nnunet_scnas.derived.SCNASUNet"
 # the first iteration's two samples (weight step, architecture step) are traced: the sample moves the peak by a
 # few percent
 SAMPLED_ITERATIONS = 1
@@ -37,19 +34,24 @@ def search_step_estimates(build_supernet: Callable[[], SCNASSupernet], batch_sha
     """Peak of a search iteration without and with checkpointed cells.
 
     Args:
-        build_supernet: builds the trainer's supernet (called under the meta device, twice).
+        build_supernet: builds the trainer's supernet (called under the meta device).
         batch_shape: `[N, C, X, Y, Z]` per GPU.
         seed, tau: the search seed (its first samples are traced) and the first epoch's tau.
     """
     generators = [sample_generator(seed, iteration, step) for iteration in range(SAMPLED_ITERATIONS)
                   for step in (WEIGHT_STEP, ARCHITECTURE_STEP)]
-    estimates = []
-    for checkpointed in (False, True):
-        with torch.device("meta"):
-            supernet = build_supernet()
-        supernet.checkpoint_cells = checkpointed
-        estimates.append(search_memory(supernet, batch_shape, generators, tau, autocast=autocast))
-    return estimates[0], estimates[1]
+    with torch.device("meta"):
+        supernet = build_supernet()
+    estimates = search_memories(supernet, batch_shape, generators, tau, autocast=autocast)
+    return estimates[False], estimates[True]
+
+
+CHECKPOINT_SETTINGS = (True, False, "auto")
+
+
+def _check_setting(setting) -> None:
+    if setting not in CHECKPOINT_SETTINGS:
+        raise UserError(f"checkpoint_cells must be True, False or 'auto', got {setting!r}")
 
 
 def choose_checkpointing(setting, without: MemoryEstimate, with_checkpointing: MemoryEstimate, available: int,
@@ -59,8 +61,7 @@ def choose_checkpointing(setting, without: MemoryEstimate, with_checkpointing: M
     "auto" checkpoints only when the plain search would not fit; when neither fits it raises a UserError that
     says `what_to_do`. True and False are obeyed, with a warning in the line when the estimate does not fit.
     """
-    if setting not in (True, False, "auto"):
-        raise UserError(f"checkpoint_cells must be True, False or 'auto', got {setting!r}")
+    _check_setting(setting)
     usable = USABLE_FRACTION * available
     figures = (f"estimated peak {without.total / GiB:.1f} GiB, {with_checkpointing.total / GiB:.1f} GiB with "
                f"checkpointed cells; {available / GiB:.1f} GiB of GPU memory available")
@@ -79,8 +80,7 @@ def decide_checkpointing(trainer, setting, available: int | None = None) -> tupl
     """The search trainer's choice (see `choose_checkpointing`), made once its network is built and before any
     data is loaded. Off the GPU, True / False are obeyed and "auto" means no checkpointing. `available`: GPU
     bytes (default: what CUDA reports free, plus what torch already holds there)."""
-    if setting not in (True, False, "auto"):
-        raise UserError(f"checkpoint_cells must be True, False or 'auto', got {setting!r}")
+    _check_setting(setting)
     if trainer.device.type != "cuda":
         return setting is True, f"checkpointed cells: {setting is True} (checkpoint_cells = {setting!r}, not on CUDA)"
     batch_shape = [trainer.batch_size, trainer.num_input_channels, *trainer.configuration_manager.patch_size]
@@ -136,14 +136,11 @@ class PlanEstimate:
 
 def find_search_trainer(name: str):
     """The trainer class `name` as nnU-Net finds it; UserError unless it is an SCNAS search trainer."""
-    # nnU-Net narrates its lookup, and importing its trainers warns of torch's own deprecations
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            trainer = recursive_find_trainer_class_by_name(name)
-        except RuntimeError:
-            raise UserError(f"trainer {name!r} not found (nnU-Net's trainers and nnUNet_extTrainer were searched); "
-                            f"check the name, e.g. nnUNetTrainerSCNASSearch") from None
+    try:
+        trainer = find_trainer_class(name)
+    except RuntimeError:
+        raise UserError(f"trainer {name!r} not found (nnU-Net's trainers and nnUNet_extTrainer were searched); "
+                        f"check the name, e.g. nnUNetTrainerSCNASSearch") from None
     if not hasattr(trainer, "stem_width") or not hasattr(trainer, "search_seed"):
         raise UserError(f"{name} is not an SCNAS search trainer: give one with -tr, e.g. nnUNetTrainerSCNASSearch")
     return trainer
@@ -169,9 +166,10 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     stock = plans.configuration(stock_name)
     search_trainer = find_search_trainer(trainer)
     width = search_trainer.stem_width if stem_width is None else stem_width
-    if not isinstance(width, int) or width < 4 or width % 4:
-        raise UserError(f"--stem-width must be a positive multiple of 4 (the 4 nodes of a cell are width/4 wide), "
-                        f"got {width}")
+    try:
+        check_stem_width(width)
+    except ValueError as error:
+        raise UserError(f"--stem-width: {error}") from None
     batch = stock.batch_size if batch_size is None else batch_size
     if batch < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch}")
@@ -191,11 +189,9 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     rows += [EstimateRow(f"search ({trainer})", f"stem {width}", plain),
              EstimateRow(f"search ({trainer})", f"stem {width}, checkpointed cells", checkpointed)]
     if exported:
-        for checkpoint_cells in (False, True):
-            derived = _derived_network(plans, configuration, input_channels)
-            derived.checkpoint_cells = checkpoint_cells
+        derived = network_memories(_derived_network(plans, configuration, input_channels), batch_shape, autocast)
+        for checkpoint_cells, estimate in derived.items():
             detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}"
                       + (", checkpointed cells" if checkpoint_cells else ""))
-            rows.append(EstimateRow(f"derived ({configuration})", detail,
-                                    network_memory(derived, batch_shape, autocast)))
+            rows.append(EstimateRow(f"derived ({configuration})", detail, estimate))
     return PlanEstimate(plans.dataset_name, configuration, tuple(stock.patch_size), batch, autocast, rows)

@@ -11,7 +11,11 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError
+
+# how plans name the derived network (`architecture.network_class_name`, resolved by nnU-Net with pydoc.locate)
+DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
 
 
 def find_plans_file(dataset: str, plans_name: str) -> tuple[str, Path]:
@@ -45,6 +49,7 @@ class DatasetPlans:
     """A dataset's plans and dataset.json, with the numbers every network built from them needs."""
     dataset_name: str
     plans_file: Path
+    original: bytes  # the file as read: what a backup before rewriting it must hold
     plans: dict
     dataset_json: dict
 
@@ -69,9 +74,9 @@ class DatasetPlans:
 
 def read_plans(dataset: str, plans_name: str = "nnUNetPlans") -> DatasetPlans:
     dataset_name, plans_file = find_plans_file(dataset, plans_name)
-    plans = parse_plans(plans_file, plans_file.read_bytes())
+    original = plans_file.read_bytes()
     dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
-    return DatasetPlans(dataset_name, plans_file, plans, dataset_json)
+    return DatasetPlans(dataset_name, plans_file, original, parse_plans(plans_file, original), dataset_json)
 
 
 def plans_network_on_meta(configuration: ConfigurationManager, input_channels: int, num_classes: int,

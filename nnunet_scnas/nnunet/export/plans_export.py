@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scnas.atomic import atomic_path
 from nnunet_scnas.cell import CELL_LAYOUT
@@ -35,12 +33,12 @@ from nnunet_scnas.errors import UserError
 from nnunet_scnas.flops import closest_width, count_flops, count_parameters, derived_flops
 from nnunet_scnas.genotype import Genotype
 from nnunet_scnas.locations import plans_dir
+from nnunet_scnas.macro import check_stem_width
 from nnunet_scnas.memory import GiB
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
-from nnunet_scnas.nnunet.plans import find_plans_file, parse_plans, plans_network_on_meta
+from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, plans_network_on_meta, read_plans
 from nnunet_scnas.search_memory import network_memory
 
-DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
 # Stem widths are multiples of 4, and 4 more channels change the FLOPs by about 8/width: at the widths of
 # CPU-sized plans (40 to 60) the closest width can be 7-10% off the target, so auto width allows 10%.
 AUTO_WIDTH_TOLERANCE = 0.10
@@ -178,14 +176,14 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
     """
     if match not in MATCH_RULES:
         raise UserError(f"--match must be one of {', '.join(MATCH_RULES)}, got {match!r}")
-    if width != "auto" and (not isinstance(width, int) or isinstance(width, bool) or width < 4 or width % 4):
-        raise UserError(f"the width must be 'auto' or a positive multiple of 4 (the 4 nodes of a cell are width/4 "
-                        f"wide), got {width!r}")
+    if width != "auto":
+        try:
+            check_stem_width(width)
+        except ValueError as error:
+            raise UserError(f"the width must be 'auto' or a stem width: {error}") from None
     genotype = load_genotype(genotype)
-    dataset_name, plans_file = find_plans_file(dataset, plans_name)
-    original = plans_file.read_bytes()
-    plans = parse_plans(plans_file, original)
-    configurations = plans["configurations"]
+    dataset_plans = read_plans(dataset, plans_name)
+    plans_file, configurations = dataset_plans.plans_file, dataset_plans.plans["configurations"]
     if source not in configurations:
         raise UserError(f"{plans_file} has no configuration {source!r} to export from "
                         f"(it has: {', '.join(configurations)})")
@@ -195,39 +193,39 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
         raise UserError(f"{plans_file} already has a configuration {target!r}: pass --force to replace it, "
                         f"or -o to choose another name")
 
-    plans_manager = PlansManager(plans)
-    configuration_manager = plans_manager.get_configuration(source)
+    configuration_manager = dataset_plans.configuration(source)
     strides = scnas_strides(configuration_manager, source)
     patch_size = list(configuration_manager.patch_size)
     _check_patch_size(patch_size, strides, source)
-    dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
-    input_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
-    num_classes = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    input_channels, num_classes = dataset_plans.input_channels(configuration_manager), dataset_plans.num_classes
 
     batch_size = configuration_manager.batch_size
     stock = stock_network_size(configuration_manager, input_channels, num_classes)
+    sizes: dict[int, NetworkSize] = {}
+
+    def size(w: int) -> NetworkSize:  # each width built and traced once, whether matched or reported
+        if w not in sizes:
+            sizes[w] = derived_network_size(genotype, w, strides, input_channels, num_classes, patch_size, batch_size)
+        return sizes[w]
+
     matched = match if width == "auto" else None
-    if matched == "flops":
-        measure, target_value = (lambda w: derived_flops(genotype, w, input_channels=input_channels,
-                                                         num_classes=num_classes, patch_size=patch_size,
-                                                         strides=strides)), stock.flops
-    elif matched == "memory":
-        measure, target_value = (lambda w: derived_network_size(genotype, w, strides, input_channels, num_classes,
-                                                                patch_size, batch_size).training_memory), \
-            stock.training_memory
     if matched:
+        # FLOPs alone are cheaper to count than a whole size, which also traces the training memory
+        measure, target_value, what = {
+            "flops": (lambda w: derived_flops(genotype, w, input_channels=input_channels, num_classes=num_classes,
+                                              patch_size=patch_size, strides=strides), stock.flops, "FLOPs"),
+            "memory": (lambda w: size(w).training_memory, stock.training_memory, "training memory")}[matched]
         try:
-            width = closest_width(measure, target_value, AUTO_WIDTH_TOLERANCE,
-                                  "FLOPs" if matched == "flops" else "training memory")
+            width = closest_width(measure, target_value, AUTO_WIDTH_TOLERANCE, what)
         except ValueError as error:
             raise UserError(f"--width auto --match {matched}: {error}; give a width with --width N") from None
-    derived = derived_network_size(genotype, width, strides, input_channels, num_classes, patch_size, batch_size)
+    derived = size(width)
 
     configurations[target] = scnas_configuration(source, genotype, width, strides)
     backup_file = plans_file.with_name(f"{plans_file.name}.bak-{datetime.now():%Y%m%d-%H%M%S-%f}")
-    backup_file.write_bytes(original)
+    backup_file.write_bytes(dataset_plans.original)
     with atomic_path(plans_file) as tmp:
-        tmp.write_text(json.dumps(plans, indent=4) + "\n")  # nnU-Net's own layout: indent 4, keys in order
+        tmp.write_text(json.dumps(dataset_plans.plans, indent=4) + "\n")  # nnU-Net's layout: indent 4, keys in order
 
-    return Export(dataset_name, plans_file, backup_file, source, target, patch_size, batch_size, width, matched,
-                  configuration_manager.network_arch_class_name, stock, derived)
+    return Export(dataset_plans.dataset_name, plans_file, backup_file, source, target, patch_size, batch_size, width,
+                  matched, configuration_manager.network_arch_class_name, stock, derived)
