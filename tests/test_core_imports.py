@@ -2,7 +2,8 @@
 import subprocess
 import sys
 
-CORE_MODULES = ["ops", "sampler", "genotype", "cell", "macro", "supernet", "derived", "flops", "drawing"]
+CORE_MODULES = ["ops", "sampler", "genotype", "cell", "macro", "supernet", "derived", "flops", "drawing", "memory",
+                "search_memory"]
 
 SCRIPT = f"""
 import importlib, sys
