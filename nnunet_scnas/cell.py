@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .genotype import CELL_TYPES, EDGE_ENDPOINTS, EDGES, NUM_INPUTS, NUM_NODES, incoming_edges
-from .ops import OPS, Downsample, Stride, activation, as_stride, build_op, instance_norm, reads_activation
+from .ops import OPS, Downsample, PointwiseConv, Stride, activation, as_stride, build_op, instance_norm, reads_activation
 
 # the layout of this cell, recorded in exported configurations: the old layout (nodes as wide as the cell and a
 # 1x1x1 projection of their concat) has other parameters, so configurations and checkpoints of it are refused
@@ -23,7 +23,7 @@ class Project(nn.Sequential):
     """LeakyReLU -> 1x1x1 conv -> InstanceNorm: brings an input to the node width."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(activation(), nn.Conv3d(in_channels, out_channels, 1, bias=False), instance_norm(out_channels))
+        super().__init__(activation(), PointwiseConv(in_channels, out_channels), instance_norm(out_channels))
 
 
 class Upsample(nn.Sequential):

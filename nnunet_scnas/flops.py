@@ -2,7 +2,7 @@
 channels; or another measure that grows with the width, e.g. training memory).
 
 FLOPs are counted by torch's `FlopCounterMode` (convolutions and matmuls, a multiply-add counted as 2),
-not by hand. A model built on the "meta" device is counted without computing anything, which keeps
+not by hand; like torch's pooling, the constant-kernel convs of our pooling ops (`ops.Pooling`) are left out. A model built on the "meta" device is counted without computing anything, which keeps
 width matching at real patch sizes instant on a CPU.
 """
 import math
@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .cell import CELL_LAYOUT
 from .derived import SCNASUNet
 from .genotype import NUM_NODES, Genotype
+from .ops import Pooling
 
 
 def count_flops(model: nn.Module, input_shape) -> int:
@@ -34,7 +35,11 @@ def count_flops(model: nn.Module, input_shape) -> int:
             model(x)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops())
+    per_module = counter.get_flop_counts()  # keyed "<root class>" and "<root class>.<module path>"
+    root = type(model).__name__
+    pooling = sum(sum(per_module.get(f"{root}.{name}" if name else root, {}).values())
+                  for name, module in model.named_modules() if isinstance(module, Pooling))
+    return int(counter.get_total_flops()) - pooling
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .cell import Cell
 from .genotype import NUM_NODES
-from .ops import Stride, activation, instance_norm
+from .ops import PointwiseConv, Stride, activation, instance_norm
 
 ENCODER_CELLS = ("reduction", "encoder_normal") * 3  # the last encoder_normal is the inter-cell
 DECODER_CELLS = ("expansion", "decoder_normal") * 3
@@ -134,7 +134,7 @@ class Head(nn.Sequential):
     """The out cell: LeakyReLU -> 1x1x1 conv to class logits."""
 
     def __init__(self, channels: int, num_classes: int):
-        super().__init__(activation(), nn.Conv3d(channels, num_classes, 1))
+        super().__init__(activation(), PointwiseConv(channels, num_classes, bias=True))
 
 
 class Encoder(nn.Module):

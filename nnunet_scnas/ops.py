@@ -34,8 +34,44 @@ def activation() -> nn.Module:
     return nn.LeakyReLU(NEGATIVE_SLOPE)
 
 
+class InstanceNorm(nn.InstanceNorm3d):
+    """nn.InstanceNorm3d (same parameters and state dict) that keeps a channels-last input channels-last.
+
+    torch's instance norm returns a contiguous tensor for a channels-last input, and every conv after it converts
+    back: on the CPU, where networks train channels-last (`channels_last_on_cpu`), those copies cost more than
+    the norms. Group norm with one group per channel is the same normalisation and keeps the layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_channels_last(x):
+            return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 def instance_norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm3d(channels, eps=1e-5, affine=True)
+    return InstanceNorm(channels, eps=1e-5, affine=True)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+class PointwiseConv(nn.Conv3d):
+    """A 1x1x1 conv (an nn.Conv3d: same parameters and state dict) that keeps a channels-last input channels-last.
+
+    On the CPU torch runs a 1x1x1 conv of a channels-last input through its slow fallback and returns a
+    contiguous tensor. Channels-last, the conv is a matrix product over the last (channel) axis: one GEMM,
+    and its output is channels-last without a copy.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_channels_last(x):
+            return super().forward(x)
+        weight = self.weight.reshape(self.out_channels, self.in_channels)
+        return nn.functional.linear(x.permute(0, 2, 3, 4, 1), weight, self.bias).permute(0, 4, 1, 2, 3)
 
 
 class PreActivated:
@@ -59,23 +95,47 @@ class Zero(nn.Module):
         return x.new_zeros(*x.shape[:2], *spatial)
 
 
-class AvgPool(nn.Module):
-    """3x3x3 average over the neighbours inside the volume (padding not counted), any stride.
+class Pooling(nn.Module):
+    """An op that averages over a window with a constant kernel, written as a depthwise conv for speed.
 
-    Written out because torch's CPU avg_pool3d refuses inputs smaller than the kernel even when padded, and
-    a bottleneck only 2 voxels deep along an axis is common.
+    FLOPs counts leave these convs out (`flops.count_flops`), as they leave out torch's own pooling: they are
+    not learned arithmetic of the architecture, and counting them would move every FLOPs-matched width.
     """
 
     def __init__(self, stride: Stride):
         super().__init__()
         self.stride = stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def windowed_mean(t):
-            return nn.functional.avg_pool3d(nn.functional.pad(t, (1,) * 6), 3, stride=self.stride)
 
-        inside = x.new_ones(1, 1, *x.shape[2:])
-        return windowed_mean(x) / windowed_mean(inside)
+def _window_sum(x: torch.Tensor, kernel_size, stride: Stride, padding: int) -> torch.Tensor:
+    """Per-channel sums over windows of `kernel_size`, zero padding: a depthwise conv with a kernel of ones."""
+    ones = x.new_ones(x.shape[1], 1, *kernel_size)
+    return nn.functional.conv3d(x, ones, stride=stride, padding=padding, groups=x.shape[1])
+
+
+class AvgPool(Pooling):
+    """3x3x3 average over the neighbours inside the volume (padding not counted), any stride.
+
+    Window sums divided by the number of neighbours inside (the same sums over a volume of ones): torch's CPU
+    avg_pool3d refuses inputs smaller than the kernel even when padded (a bottleneck only 2 voxels deep along
+    an axis is common), and on the CPU its backward is 4x slower than the conv's and it drops the channels-last
+    layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inside = _window_sum(x.new_ones(1, 1, *x.shape[2:]), (3, 3, 3), self.stride, padding=1)
+        return _window_sum(x, (3, 3, 3), self.stride, padding=1) / inside
+
+
+class BlockMean(Pooling):
+    """The mean of each non-overlapping block of `stride` voxels (average pooling with kernel = stride).
+
+    On the CPU torch's avg_pool3d returns a channels-last input contiguous, and every op after it would pay for
+    the conversion; the conv keeps the layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _window_sum(x, self.stride, self.stride, padding=0) / (self.stride[0] * self.stride[1] * self.stride[2])
 
 
 class ConvNorm(nn.Sequential, PreActivated):
@@ -96,7 +156,7 @@ class DilatedSeparableConvNorm(nn.Sequential, PreActivated):
             # padding = dilation keeps the shape: the dilated kernel spans 2 * dilation + 1 voxels
             nn.Conv3d(channels, channels, 3, stride=stride, padding=dilation, dilation=dilation,
                       groups=channels, bias=False),
-            nn.Conv3d(channels, channels, 1, bias=False),
+            PointwiseConv(channels, channels),
             instance_norm(channels),
         )
 
@@ -112,8 +172,8 @@ class Downsample(nn.Sequential, PreActivated):
 
     def __init__(self, in_channels: int, out_channels: int, stride: Stride):
         super().__init__(
-            nn.AvgPool3d(stride, stride=stride),
-            nn.Conv3d(in_channels, out_channels, 1, bias=False),
+            BlockMean(stride),
+            PointwiseConv(in_channels, out_channels),
             instance_norm(out_channels),
         )
 
