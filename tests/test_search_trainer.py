@@ -243,3 +243,23 @@ def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(planned_braintu
     expected = {"garbage": "damaged", "other_search_space": "another-space", "old_cell_layout": "old cell layout",
                 "other_supernet": "different supernet"}
     assert expected[damage] in message and "checkpoint_" in message
+
+
+@pytest.mark.slow
+def test_search_split_edited_to_hold_validation_cases_is_refused_on_continue(planned_braintumour, tmp_path,
+                                                                              monkeypatch):
+    results = tmp_path / "results"
+    folder = fold_folder(results, planned_braintumour)
+    folder.mkdir(parents=True)
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    for variable, value in planned_braintumour.env_with_results(results).items():
+        monkeypatch.setenv(variable, value)
+    train, val = get_trainer_from_args(str(planned_braintumour.dataset_id), "3d_fullres", 0, SEARCH_TRAINER,
+                                       device=torch.device("cpu")).do_split()  # nnU-Net's fold 0
+    edited = {"seed": 0, "weight": sorted(train)[1:], "architecture": [val[0]]}  # one case swapped
+    (folder / "bilevel_split.json").write_text(json.dumps(edited))
+    before = (folder / "bilevel_split.json").read_bytes()
+    message = _refusal(planned_braintumour, tmp_path, monkeypatch, resume=True, results=results)
+    assert "1 of the fold's validation cases" in message and val[0] in message and "never see" in message
+    assert (folder / "bilevel_split.json").read_bytes() == before
