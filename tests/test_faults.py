@@ -125,10 +125,12 @@ def test_retraining_killed_and_resumed_finishes_validates_and_round_trips_the_ne
     train = [BIN / "nnUNetv2_train", dataset.dataset_id, configuration, 0, "-tr", trainer, "-device", "cpu"]
     seed = random.randrange(2**32)
     started = kill_at_a_random_moment_of_epoch(train, env, tmp_path / "killed.txt", 1, random.Random(seed))
+    folder = fold_folder(tmp_path / "results", dataset, trainer, configuration)
+    latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1  # written after every epoch, so --c goes on from the last one
     resumed = run_command([*train, "--c"], env).stdout
     assert epochs_started(resumed)[0] >= started[-1] == 1, f"seed {seed}"
 
-    folder = fold_folder(tmp_path / "results", dataset, trainer, configuration)
     assert "mean" in json.loads((folder / "validation" / "summary.json").read_text())
     # the network nnU-Net builds from the plans takes the checkpoint's state exactly (what predict does too)
     for variable, value in env.items():  # nnU-Net reads its folders when its trainer is built
