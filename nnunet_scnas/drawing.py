@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .atomic import atomic_path
 from .genotype import EDGE_ENDPOINTS, EDGES, NUM_INPUTS, NUM_NODES, Genotype
 
 _INPUT_NAMES = ("x0 (two cells back)", "x1 (previous cell)")
@@ -36,19 +37,25 @@ def cell_dot(genotype: Genotype, cell_type: str) -> str:
 
 
 def draw_cell(genotype: Genotype, cell_type: str, path) -> Path:
-    """Write a PNG of one cell of `genotype` to `path` and return the path."""
+    """Write a PNG of one cell of `genotype` to `path` (atomically: a reader never sees half a picture) and
+    return the path."""
     path = Path(path)
+    with atomic_path(path) as tmp:
+        _draw(genotype, cell_type, tmp)
+    return path
+
+
+def _draw(genotype: Genotype, cell_type: str, path: Path) -> None:
     dot_source = cell_dot(genotype, cell_type)
     dot = shutil.which("dot")
     if dot is not None:
         try:
             subprocess.run([dot, "-Tpng", "-o", str(path)], input=dot_source, text=True, check=True,
                            capture_output=True, timeout=60)
-            return path
+            return
         except (OSError, subprocess.SubprocessError):
             pass  # a broken graphviz install: fall back to matplotlib
     _draw_with_matplotlib(genotype, cell_type, path)
-    return path
 
 
 def _draw_with_matplotlib(genotype: Genotype, cell_type: str, path: Path) -> None:
@@ -97,4 +104,4 @@ def _draw_with_matplotlib(genotype: Genotype, cell_type: str, path: Path) -> Non
     for key, (x, y) in position.items():
         axes.text(x, y, labels.get(key, f"x{key}"), ha="center", va="center", fontsize=9,
                   bbox=dict(boxstyle="round,pad=0.4", facecolor=colors.get(key, "lightyellow")))
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")

@@ -7,6 +7,7 @@ reads state i). A genotype is saved as JSON:
     {"schema_version": 1, "search_space": "scnas-3d-4node-8op-v1",
      "cells": {"encoder_normal": {"2<-0": "conv_3x3x3", "2<-1": "zero", ...}, "reduction": {...}, ...}}
 """
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -60,7 +61,7 @@ class Genotype:
                                  f"expected one per edge ({len(EDGES)})")
             for edge, op in zip(EDGES, ops):
                 if op not in OPS:
-                    raise ValueError(f"invalid genotype: cells[{cell_type!r}][{edge!r}] is {op!r}, "
+                    raise ValueError(f"invalid genotype: cells[{cell_type!r}][{edge!r}] is {reprlib.repr(op)}, "
                                      f"not an op; valid ops: {', '.join(OPS)}")
             for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
                 inputs = incoming_edges(node)
@@ -128,9 +129,9 @@ def _check_keys(mapping: Mapping, required, where: str, what: str = "key") -> No
     unknown = [key for key in mapping if key not in required]
     if missing:
         raise ValueError(f"invalid genotype: {where} is missing {what}(s) {', '.join(map(repr, missing))}")
-    if unknown:
-        raise ValueError(f"invalid genotype: {where} has unknown {what}(s) {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(required)}")
+    if unknown:  # a hostile file may hold millions: name a few
+        shown = ", ".join(map(reprlib.repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ValueError(f"invalid genotype: {where} has unknown {what}(s) {shown}; valid: {', '.join(required)}")
 
 
 def derive_genotype(logits: Mapping[str, torch.Tensor]) -> Genotype:

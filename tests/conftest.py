@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from helpers import NNUNET_PATH_VARIABLES, plan_dataset
+from helpers import NNUNET_PATH_VARIABLES, fold_folder, plan_dataset, run_command, search_command
 
 
 @pytest.fixture
@@ -64,3 +64,12 @@ def private_plans(planned_braintumour, tmp_path, monkeypatch):
         (tmp_path / variable).mkdir(exist_ok=True)
         monkeypatch.setenv(variable, str(tmp_path / variable))
     return folder / "nnUNetPlans.json"
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_search(planned_braintumour, tmp_path_factory):
+    """The quick search through nnUNetv2_train, run once without faults: where every interrupted one must end."""
+    results = tmp_path_factory.mktemp("uninterrupted_search")
+    run_command(search_command(planned_braintumour),
+                planned_braintumour.env_with_results(results, nnUNet_n_proc_DA="0"))
+    return fold_folder(results, planned_braintumour)

@@ -2,9 +2,13 @@
 
 Fixtures that share these across a session live in `conftest.py`.
 """
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +80,75 @@ def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases:
     preprocessed = root / "nnUNet_preprocessed" / raw.name
     return PlannedDataset(dataset_id, raw.name, env, raw, preprocessed,
                           (preprocessed / "nnUNetPlans.json").read_bytes())
+
+
+# ---------------------------------------------------------------- faults: kills at chosen moments
+
+PAUSE_WRITE = Path(__file__).with_name("pause_write.py")
+
+
+def start_command(command, env, output: Path, cwd=None) -> subprocess.Popen:
+    """`command` in its own process group (so that a kill takes its children too), output into `output`."""
+    with output.open("w") as log:
+        return subprocess.Popen([str(c) for c in command], env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+
+
+def epochs_started(output: str) -> list[int]:
+    """The epochs an nnU-Net training printed ("...: Epoch 3"), in order."""
+    return [int(m) for m in re.findall(r": Epoch (\d+)$", output, flags=re.MULTILINE)]
+
+
+def wait_until(condition, process: subprocess.Popen, timeout: float = 600, what: str = "") -> None:
+    """Poll `condition()` until true; fail if `process` ends first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the process ended (exit code {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL to the process group: nothing gets to clean up, as when a machine is preempted."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def with_paused_write(command, name: str, occurrence: int, marker: Path) -> list:
+    """`command` (a console script of this environment) with the `occurrence`-th write of `name` paused half-way
+    (see pause_write.py); `marker` appears when it pauses."""
+    return [sys.executable, PAUSE_WRITE, name, occurrence, marker, *command]
+
+
+# ---------------------------------------------------------------- the quick search
+
+SEARCH_TRAINER = "nnUNetTrainerSCNASSearch_cpuQuick"
+
+
+def fold_folder(results: Path, dataset: PlannedDataset, trainer: str = SEARCH_TRAINER,
+                configuration: str = "3d_fullres", fold: int = 0) -> Path:
+    return results / dataset.name / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+
+
+def search_command(dataset: PlannedDataset, resume: bool = False) -> list:
+    return [BIN / "nnUNetv2_train", dataset.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER, "-device", "cpu",
+            *(["--c"] if resume else [])]
+
+
+def search_epochs(folder: Path) -> list[dict]:
+    return json.loads((folder / "alpha_history.json").read_text())["epochs"]
+
+
+def assert_same_search(expected: Path, found: Path) -> None:
+    """Two searches' fold folders hold the same result: the logits of every epoch (to 1e-5, the rounding of
+    resumed floating point), tau, losses, and the very same genotype.json."""
+    import numpy as np
+    import pytest
+
+    assert [h["epoch"] for h in search_epochs(found)] == [h["epoch"] for h in search_epochs(expected)]
+    for a, b in zip(search_epochs(expected), search_epochs(found)):
+        for cell_type in CELL_TYPES:
+            np.testing.assert_allclose(a["alphas"][cell_type], b["alphas"][cell_type], rtol=0, atol=1e-5)
+        assert a["tau"] == b["tau"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+    assert (expected / "genotype.json").read_text() == (found / "genotype.json").read_text()

@@ -1,26 +1,49 @@
-"""`nnunet-scnas demo --quick`: the README's main command, end to end, checked against nnU-Net's own files."""
+"""`nnunet-scnas demo --quick`: the README's main command, end to end, checked against nnU-Net's own files.
+
+The demo runs as a user's would after a crash: killed (SIGKILL, with nnU-Net's processes) at a random moment
+of its search, then run again; with the home folder and the current folder read-only (and, as root can write
+there anyway, checked to be left empty).
+"""
 import csv
 import json
+import random
+import stat
+import time
 
 import pytest
 
-from helpers import BIN, run_command
+from helpers import BIN, epochs_started, kill, run_command, start_command, wait_until
 
 TRAINER = "nnUNetTrainerCPUBudget_quick"
+SEARCH = "nnUNetTrainerSCNASSearch_cpuQuick__nnUNetPlans__3d_fullres"
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, nnunet_env_base):
-    workdir = tmp_path_factory.mktemp("demo") / "run"
-    result = run_command([BIN / "nnunet-scnas", "demo", "--quick", "--workdir", workdir], nnunet_env_base,
-                         timeout=1800)
-    return workdir, result.stdout
+    root = tmp_path_factory.mktemp("demo")
+    home, cwd, workdir = root / "home", root / "cwd", root / "run"
+    for folder in (home, cwd):
+        folder.mkdir()
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    env = {**nnunet_env_base, "HOME": str(home)}
+    command = [BIN / "nnunet-scnas", "demo", "--quick", "--workdir", workdir]
+    killed = root / "killed.txt"
+    process = start_command(command, env, killed, cwd=cwd)
+    seed = random.randrange(2**32)
+    wait_until(lambda: "architecture search" in killed.read_text() and 1 in epochs_started(killed.read_text()),
+               process, timeout=1200, what="the search's second epoch")
+    time.sleep(random.Random(seed).uniform(0, 2))
+    kill(process)
+    rerun = root / "rerun.txt"
+    process = start_command(command, env, rerun, cwd=cwd)
+    assert process.wait(timeout=1800) == 0, rerun.read_text()[-3000:]
+    return workdir, killed.read_text(), rerun.read_text(), (home, cwd), seed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["Dataset901_SimBrainTumour", "Dataset902_SimLungNodule"])
 def test_demo_table_matches_nnunet_summaries(demo, dataset):
-    workdir, _ = demo
+    workdir, *_ = demo
     rows = list(csv.DictReader((workdir / "comparison" / dataset.split("_")[0] / "comparison.csv").open()))
     assert {row["method"] for row in rows} == {"nnU-Net", "SCNAS"}
     for method, configuration in (("nnU-Net", "3d_fullres"), ("SCNAS", "3d_fullres_scnas")):
@@ -38,18 +61,44 @@ def test_demo_table_matches_nnunet_summaries(demo, dataset):
 
 @pytest.mark.slow
 def test_demo_leaves_search_outputs_and_says_where(demo):
-    workdir, stdout = demo
-    search = (workdir / "nnUNet_results" / "Dataset901_SimBrainTumour" /
-              "nnUNetTrainerSCNASSearch_cpuQuick__nnUNetPlans__3d_fullres" / "fold_0")
+    workdir, _, stdout, *_ = demo
+    search = workdir / "nnUNet_results" / "Dataset901_SimBrainTumour" / SEARCH / "fold_0"
     assert (search / "genotype.json").is_file() and len(list((search / "cells").glob("*.png"))) == 4
     assert str(search / "genotype.json") in stdout and "comparison.md" in stdout
-    number_of_stages = int(stdout.split("=== [1/", 1)[1].split("]", 1)[0])
-    assert stdout.count(": finished in") == number_of_stages  # every stage ran and said how long it took
+
+
+@pytest.mark.slow
+def test_demo_killed_mid_stage_continues_and_builds_its_tables_from_one_run(demo):
+    workdir, killed, rerun, _, seed = demo
+    number_of_stages = int(rerun.split("=== [1/", 1)[1].split("]", 1)[0])
+    # every stage finished exactly once over both runs: none finished before the kill was run again
+    assert killed.count(": finished in") + rerun.count(": finished in") == number_of_stages, f"seed {seed}"
+    assert rerun.count("done in an earlier run, skipped") == killed.count(": finished in")
+    # the search went on from its last checkpoint: at most the interrupted epoch was redone
+    resumed = epochs_started(rerun.split("=== [4/")[0])
+    assert not resumed or resumed[0] >= epochs_started(killed)[-1], f"seed {seed}"
+    search = workdir / "nnUNet_results" / "Dataset901_SimBrainTumour" / SEARCH / "fold_0"
+    history = json.loads((search / "alpha_history.json").read_text())["epochs"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    # both datasets' SCNAS networks were trained (and compared) as the final genotype, exported once per dataset
+    genotype = json.loads((search / "genotype.json").read_text())
+    for dataset in ("Dataset901_SimBrainTumour", "Dataset902_SimLungNodule"):
+        trained = workdir / "nnUNet_results" / dataset / f"{TRAINER}__nnUNetPlans__3d_fullres_scnas" / "plans.json"
+        planned = workdir / "nnUNet_preprocessed" / dataset / "nnUNetPlans.json"
+        for plans in (trained, planned):
+            kwargs = json.loads(plans.read_text())["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"]
+            assert kwargs["genotype"] == genotype, plans
+
+
+@pytest.mark.slow
+def test_demo_writes_nothing_in_the_home_or_current_folder(demo):
+    *_, (home, cwd), _ = demo
+    assert list(home.iterdir()) == [] and list(cwd.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_demo_rerun_skips_finished_stages_and_refuses_other_settings(demo, nnunet_env_base):
-    workdir, _ = demo
+    workdir, *_ = demo
     again = run_command([BIN / "nnunet-scnas", "demo", "--quick", "--workdir", workdir], nnunet_env_base)
     assert "done in an earlier run, skipped" in again.stdout and "$ nnUNetv2_train" not in again.stdout
     other = run_command([BIN / "nnunet-scnas", "demo", "--workdir", workdir], nnunet_env_base, check=False)

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,14 @@ BAD_GENOTYPES = [  # (file content or None for a missing file, what the one-line
     (_genotype_variant(lambda d: d["cells"]["expansion"].update({"2<-1": "zero"})), "only 'zero' inputs"),
     (_genotype_variant(lambda d: d.update(schema_version=SCHEMA_VERSION + 1)), "schema_version"),
     (_genotype_variant(lambda d: d.update(search_space="darts-2d-cifar")), "search_space"),
+    (_genotype_variant(lambda d: d["cells"]["reduction"].update({"3<-1": 4})), "is 4, not an op"),
+    (_genotype_variant(lambda d: d["cells"]["reduction"].update({"3<-1": ["conv_3x3x3"]})), "not an op"),
+    (_genotype_variant(lambda d: d["cells"].update(reduction=["conv_3x3x3"] * 13)), "must be an object of edge -> op"),
+    (_genotype_variant(lambda d: d.update(notes="hand-edited")), "unknown key(s) 'notes'"),
+    (_genotype_variant(lambda d: d["cells"]["expansion"].update({"6<-0": "zero"})), "unknown edge(s) '6<-0'"),
+    # JSON bombs: refused at once, without parsing (too large) or without recursing (too deep)
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    ('{"cells": "' + "x" * 2**21 + '"}', "more than such a file can be"),
 ]
 
 
@@ -157,12 +166,14 @@ def _expect_one_line_error(argv, capsys, expected: str, plans_file: Path):
     assert plans_file.read_bytes() == before and set(plans_file.parent.glob("*.bak-*")) == backups
 
 
-@pytest.mark.parametrize("content, expected", BAD_GENOTYPES)
+@pytest.mark.parametrize("content, expected", BAD_GENOTYPES, ids=lambda value: str(value)[:40])
 def test_bad_genotype_is_one_line_and_leaves_plans_unchanged(content, expected, plans_file, tmp_path, capsys):
     genotype_json = tmp_path / "genotype.json"
     if content is not None:
         genotype_json.write_text(content)
+    started = time.monotonic()
     _expect_one_line_error(["export-plans", "-d", "951", "-g", str(genotype_json)], capsys, expected, plans_file)
+    assert time.monotonic() - started < 10  # no hostile file holds it up
 
 
 @pytest.mark.parametrize("arguments, expected", [

@@ -177,8 +177,13 @@ def test_search_state_without_an_architecture_scaler_loads():
     assert resumed.architecture_scaler_for("cpu").get_scale() == torch.amp.GradScaler("cpu").get_scale()
 
 
-def _checkpoint(supernet: SCNASSupernet, **optimizer_state) -> dict:
+DATASET = "Dataset951_SimBrainTumour"
+
+
+def _checkpoint(supernet: SCNASSupernet, dataset: str = DATASET, **optimizer_state) -> dict:
+    """What nnU-Net's save_checkpoint writes for a search (the parts the checks read)."""
     return {"network_weights": supernet.state_dict(), "trainer_name": "nnUNetTrainerSCNASSearch",
+            "init_args": {"plans": {"dataset_name": dataset}},
             "optimizer_state": {**_optimizer(supernet).state_dict(), **optimizer_state}}
 
 
@@ -192,12 +197,21 @@ def test_checkpoint_of_another_cell_layout_is_refused(cell_layout, message, widt
     if cell_layout is None:
         del checkpoint["optimizer_state"]["cell_layout"]
     with pytest.raises(UserError) as error:
-        check_search_checkpoint(checkpoint, _supernet(torch.float32))
+        check_search_checkpoint(checkpoint, _supernet(torch.float32), DATASET)
     assert message in str(error.value) and str(error.value).endswith(FRESH_START) and "\n" not in str(error.value)
+
+
+def test_checkpoint_of_another_dataset_is_refused_even_with_the_same_shapes():
+    supernet = _supernet(torch.float32)
+    with pytest.raises(UserError) as error:
+        check_search_checkpoint(_checkpoint(supernet, dataset="Dataset002_Heart"), supernet, DATASET)
+    message = str(error.value)
+    assert f"search of dataset Dataset002_Heart, not of {DATASET}" in message and message.endswith(FRESH_START)
+    assert "\n" not in message
 
 
 def test_checkpoint_of_this_layout_and_supernet_is_accepted():
     supernet = _supernet(torch.float32)
     checkpoint = _checkpoint(supernet)
     assert checkpoint["optimizer_state"]["search_space"] == SEARCH_SPACE_ID
-    check_search_checkpoint(checkpoint, supernet)
+    check_search_checkpoint(checkpoint, supernet, DATASET)

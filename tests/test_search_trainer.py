@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BIN, run_command
+from helpers import BIN, SEARCH_TRAINER, assert_same_search, fold_folder, run_command, search_epochs
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import CELL_TYPES, Genotype
 from nnunet_scnas.nnunet.search.split import split_weight_and_architecture
 from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
 from nnunet_scnas.nnunet.search.state import PlateauSchedule
 from nnunet_scnas.supernet import SCNASSupernet
-
-SEARCH_TRAINER = "nnUNetTrainerSCNASSearch_cpuQuick"
-
-
-def fold_folder(results, dataset, trainer=SEARCH_TRAINER, configuration="3d_fullres", fold=0):
-    return results / dataset.name / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
-
 
 # ---------------------------------------------------------------- pieces, no nnU-Net run
 
@@ -154,26 +147,17 @@ def _run_search(dataset, results, stop_after_epoch=None, resume=False):
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_search_equals_uninterrupted(planned_braintumour, tmp_path, monkeypatch):
+def test_interrupted_and_resumed_search_equals_uninterrupted(planned_braintumour, uninterrupted_search, tmp_path,
+                                                             monkeypatch):
     # recorded here so that monkeypatch restores them after the test; _run_search sets the real values
-    for variable, value in planned_braintumour.env_with_results(tmp_path / "whole", nnUNet_n_proc_DA="0").items():
+    for variable, value in planned_braintumour.env_with_results(tmp_path / "resumed", nnUNet_n_proc_DA="0").items():
         monkeypatch.setenv(variable, value)
-    whole = _run_search(planned_braintumour, tmp_path / "whole")
     _run_search(planned_braintumour, tmp_path / "resumed", stop_after_epoch=0)
     resumed = _run_search(planned_braintumour, tmp_path / "resumed", resume=True)
-
-    def alphas(folder):
-        return json.loads((folder / "alpha_history.json").read_text())["epochs"]
-
-    assert [h["epoch"] for h in alphas(resumed)] == [h["epoch"] for h in alphas(whole)] == [0, 1]
-    for a, b in zip(alphas(whole), alphas(resumed)):
-        for cell_type in CELL_TYPES:
-            np.testing.assert_allclose(a["alphas"][cell_type], b["alphas"][cell_type], rtol=0, atol=1e-5)
-        assert a["tau"] == b["tau"]
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
-    assert (whole / "genotype.json").read_text() == (resumed / "genotype.json").read_text()
+    assert [h["epoch"] for h in search_epochs(resumed)] == [0, 1]
+    assert_same_search(uninterrupted_search, resumed)
     # the logits moved at all: the equality above is not that of two untouched initialisations
-    first, last = alphas(whole)[0]["alphas"], alphas(whole)[-1]["alphas"]
+    first, last = search_epochs(resumed)[0]["alphas"], search_epochs(resumed)[-1]["alphas"]
     assert any(not np.allclose(first[c], last[c]) for c in CELL_TYPES)
 
 
@@ -259,3 +243,23 @@ def test_damaged_or_mismatched_checkpoint_is_refused_on_continue(planned_braintu
     expected = {"garbage": "damaged", "other_search_space": "another-space", "old_cell_layout": "old cell layout",
                 "other_supernet": "different supernet"}
     assert expected[damage] in message and "checkpoint_" in message
+
+
+@pytest.mark.slow
+def test_search_split_edited_to_hold_validation_cases_is_refused_on_continue(planned_braintumour, tmp_path,
+                                                                              monkeypatch):
+    results = tmp_path / "results"
+    folder = fold_folder(results, planned_braintumour)
+    folder.mkdir(parents=True)
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    for variable, value in planned_braintumour.env_with_results(results).items():
+        monkeypatch.setenv(variable, value)
+    train, val = get_trainer_from_args(str(planned_braintumour.dataset_id), "3d_fullres", 0, SEARCH_TRAINER,
+                                       device=torch.device("cpu")).do_split()  # nnU-Net's fold 0
+    edited = {"seed": 0, "weight": sorted(train)[1:], "architecture": [val[0]]}  # one case swapped
+    (folder / "bilevel_split.json").write_text(json.dumps(edited))
+    before = (folder / "bilevel_split.json").read_bytes()
+    message = _refusal(planned_braintumour, tmp_path, monkeypatch, resume=True, results=results)
+    assert "1 of the fold's validation cases" in message and val[0] in message and "never see" in message
+    assert (folder / "bilevel_split.json").read_bytes() == before

@@ -1,12 +1,15 @@
 """Stock nnU-Net, only with a training budget sized for 2 CPU cores.
 
 The demo trains both sides of its comparison (stock `3d_fullres` and the derived `3d_fullres_scnas`) with
-this same trainer, so that the architecture is the only difference. Everything else is nnU-Net's recipe; on
-the CPU both networks run in channels-last layout (same computation, see `nnunet_scnas/nnunet/training/cpu_layout.py`).
+this same trainer, so that the architecture is the only difference. Everything else is nnU-Net's recipe; its
+checkpoints are written after every epoch and atomically, so that `--c` resumes from the last epoch after any kill.
+On the CPU both networks run in channels-last layout (same computation, see
+`nnunet_scnas/nnunet/training/cpu_layout.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_scnas.nnunet.search.checkpoint import save_atomically
 from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
 
 
@@ -21,10 +24,14 @@ class nnUNetTrainerCPUBudget(nnUNetTrainer):
         self.num_epochs = self.num_epochs_budget
         self.num_iterations_per_epoch = self.iterations_per_epoch_budget
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch_budget
+        self.save_every = 1  # a few epochs in all: --c resumes from the last one, not from the best
 
     def initialize(self):
         super().initialize()
         channels_last_on_cpu(self.network, self.device)
+
+    def save_checkpoint(self, filename: str) -> None:
+        save_atomically(super().save_checkpoint, filename, is_writer=self.local_rank == 0)
 
 
 class nnUNetTrainerCPUBudget_quick(nnUNetTrainerCPUBudget):

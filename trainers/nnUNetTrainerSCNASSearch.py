@@ -14,6 +14,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_scnas.errors import UserError, exit_on_user_error
 from nnunet_scnas.nnunet.memory_estimate import decide_checkpointing
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
+from nnunet_scnas.nnunet.plans import check_plain_labels
 from nnunet_scnas.nnunet.search.checkpoint import check_search_checkpoint, save_atomically
 from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
 from nnunet_scnas.nnunet.search.split import describe_split, load_or_make_split
@@ -49,7 +50,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         self.num_iterations_per_epoch = self.search_iterations_per_epoch
         self.num_val_iterations_per_epoch = self.search_val_iterations_per_epoch
         self.save_every = 1  # a search is long: --c resumes from the last finished epoch
-        with exit_on_user_error():  # an unusable plan fails here, before anything is trained
+        with exit_on_user_error():  # an unusable plan or dataset fails here, before anything is trained
+            check_plain_labels(self.label_manager, self.plans_manager.dataset_name)
             self.search_strides = scnas_strides(self.configuration_manager, configuration)
         self.report = None
         self.iteration = 0  # counts weight+architecture iterations over the run: it seeds each step's sample
@@ -101,10 +103,10 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def get_tr_and_val_datasets(self):
         # nnU-Net's "train" and "val" loaders become the weight-set and architecture-set loaders
-        fold_training_cases, _ = self.do_split()
+        fold_training_cases, fold_validation_cases = self.do_split()
         with exit_on_user_error():
-            split = load_or_make_split(self.output_folder, fold_training_cases, self.search_seed,
-                                       save=self.local_rank == 0)
+            split = load_or_make_split(self.output_folder, fold_training_cases, fold_validation_cases,
+                                       self.search_seed, save=self.local_rank == 0)
         self.print_to_log_file(describe_split(*split))
         return tuple(self.dataset_class(self.preprocessed_dataset_folder, cases,
                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
@@ -155,7 +157,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         with exit_on_user_error():
-            check_search_checkpoint(filename_or_checkpoint, self.supernet)
+            check_search_checkpoint(filename_or_checkpoint, self.supernet, self.plans_manager.dataset_name)
         super().load_checkpoint(filename_or_checkpoint)
 
     def on_train_end(self):

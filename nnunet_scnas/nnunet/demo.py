@@ -8,8 +8,8 @@ the CT-like set, trained and compared there too.
 The working folder holds nnU-Net's three folders and `demo_state.json`: a re-run with the same settings
 skips the finished stages (and resumes an interrupted training with `--c`); other settings are refused.
 """
-import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 from nnunet_scnas import __version__
 from nnunet_scnas.atomic import write_json
 from nnunet_scnas.errors import UserError
+from nnunet_scnas.json_input import read_json
 from nnunet_scnas.nnunet.commands import nnunet_paths, run_nnunet
 
 BRAIN_ID, LUNG_ID = 901, 902
@@ -85,14 +86,31 @@ class Demo:
         self.settings["folds"] = list(self.profile.folds)
         self.done = self._load_state(force)
 
+    def _check_workdir(self) -> None:
+        """The working folder is a folder this user can write in (created if missing), before anything else."""
+        if self.workdir.exists() and not self.workdir.is_dir():
+            raise UserError(f"--workdir {self.workdir} is a file, not a folder: give a folder (it is created if "
+                            f"missing)")
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.workdir).close()
+        except OSError as error:
+            raise UserError(f"cannot write in --workdir {self.workdir} ({error.strerror}): give a folder you can "
+                            f"write in") from None
+
     def _load_state(self, force: bool) -> list[str]:
+        self._check_workdir()
         if self.state_file.is_file() and not force:
-            state = json.loads(self.state_file.read_text())
-            if state["settings"] != self.settings:
+            try:
+                state = read_json(self.state_file, "demo state")
+                settings, done = dict(state["settings"]), list(state["done"])
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{self.state_file} is damaged: --force starts the demo over") from None
+            if settings != self.settings:
                 raise UserError(
-                    f"{self.workdir} holds a demo run with other settings ({state['settings']['profile']}, "
-                    f"device {state['settings']['device']}): use another --workdir, or --force to start it over")
-            return state["done"]
+                    f"{self.workdir} holds a demo run with other settings ({settings.get('profile')}, "
+                    f"device {settings.get('device')}): use another --workdir, or --force to start it over")
+            return done
         if self.workdir.exists() and any(self.workdir.iterdir()) and not force:
             if not self.state_file.is_file():
                 raise UserError(f"{self.workdir} is not empty and is not a demo folder: choose another --workdir")
@@ -161,6 +179,9 @@ class Demo:
         os.environ.update(nnunet_paths(self.workdir))
         # nnU-Net exports validation predictions with 8 worker processes by default: too many for a laptop
         os.environ.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
+        # matplotlib (the plots) keeps its caches here rather than in the home folder: the demo writes in its
+        # working folder only
+        os.environ.setdefault("MPLCONFIGDIR", str(self.workdir / ".matplotlib"))
         stages = self.stages()
         started = time.time()
         for number, (title, action) in enumerate(stages, start=1):

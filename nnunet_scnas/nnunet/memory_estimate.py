@@ -151,7 +151,11 @@ def _derived_network(plans: DatasetPlans, name: str, input_channels: int):
     if configuration.network_arch_init_kwargs.get("cell_layout") != CELL_LAYOUT:
         raise UserError(f"configuration {name!r} was exported for the old cell layout (nodes as wide as the cell): "
                         f"re-export it with nnunet-scnas export-plans -o {name} --force (the genotype stays valid)")
-    return plans_network_on_meta(configuration, input_channels, plans.num_classes, deep_supervision=True)
+    try:
+        return plans_network_on_meta(configuration, input_channels, plans.num_classes, deep_supervision=True)
+    except (ValueError, TypeError) as error:  # architecture kwargs edited by hand
+        raise UserError(f"configuration {name!r} of {plans.plans_file} does not build: {error}; re-export it with "
+                        f"nnunet-scnas export-plans -o {name} --force") from None
 
 
 def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",

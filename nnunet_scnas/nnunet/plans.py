@@ -1,6 +1,5 @@
 """A dataset's nnU-Net plans, found and read with one clear error per problem, and the network a configuration
 names, built on the "meta" device (measured without computing anything)."""
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError
+from nnunet_scnas.json_input import read_json
 
 # how plans name the derived network (`architecture.network_class_name`, resolved by nnU-Net with pydoc.locate)
 DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
@@ -32,16 +32,6 @@ def find_plans_file(dataset: str, plans_name: str) -> tuple[str, Path]:
         raise UserError(f"{plans_file} does not exist: plan and preprocess the dataset first "
                         f"(nnUNetv2_plan_and_preprocess -d {dataset})")
     return dataset_name, plans_file
-
-
-def parse_plans(plans_file: Path, text: bytes | str) -> dict:
-    try:
-        plans = json.loads(text)
-        if isinstance(plans["configurations"], dict):
-            return plans
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise UserError(f"{plans_file} is not an nnU-Net plans file (rerun nnUNetv2_plan_experiment)")
 
 
 @dataclass(frozen=True)
@@ -72,11 +62,27 @@ class DatasetPlans:
         return self.manager.get_label_manager(self.dataset_json).num_segmentation_heads
 
 
+def _read_planner_json(path: Path, what: str) -> dict:
+    """A JSON object written by nnU-Net's planner; a UserError saying how to rewrite it otherwise."""
+    redo = "rerun nnUNetv2_plan_and_preprocess for this dataset"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: {redo}")
+    try:
+        content = read_json(path, what)
+    except ValueError as error:
+        raise UserError(f"{error}; {redo}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path} is not an nnU-Net {what}: {redo}")
+    return content
+
+
 def read_plans(dataset: str, plans_name: str = "nnUNetPlans") -> DatasetPlans:
     dataset_name, plans_file = find_plans_file(dataset, plans_name)
-    original = plans_file.read_bytes()
-    dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
-    return DatasetPlans(dataset_name, plans_file, original, parse_plans(plans_file, original), dataset_json)
+    plans = _read_planner_json(plans_file, "plans file")
+    if not isinstance(plans.get("configurations"), dict):
+        raise UserError(f"{plans_file} is not an nnU-Net plans file (rerun nnUNetv2_plan_experiment)")
+    dataset_json = _read_planner_json(plans_file.parent / "dataset.json", "dataset.json")
+    return DatasetPlans(dataset_name, plans_file, plans_file.read_bytes(), plans, dataset_json)
 
 
 def plans_network_on_meta(configuration: ConfigurationManager, input_channels: int, num_classes: int,
@@ -87,3 +93,14 @@ def plans_network_on_meta(configuration: ConfigurationManager, input_channels: i
             configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
             configuration.network_arch_init_kwargs_req_import, input_channels, num_classes,
             allow_init=False, deep_supervision=deep_supervision)
+
+
+def check_plain_labels(label_manager, dataset_name: str) -> None:
+    """Refuse, before anything is trained, the label setups SCNAS is not tested with: region-based datasets
+    (`regions_class_order` in dataset.json, BraTS-style) and ignore labels (sparse annotation)."""
+    if label_manager.has_regions:
+        raise UserError(f"{dataset_name} is region-based (regions_class_order in dataset.json), which SCNAS does "
+                        f"not support yet: give it one label per class (no regions) to search and export for it")
+    if label_manager.has_ignore_label:
+        raise UserError(f"{dataset_name} has an ignore label ({label_manager.ignore_label}), which SCNAS does not "
+                        f"support yet: use a dataset whose voxels are all labelled to search and export for it")

@@ -32,11 +32,12 @@ from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.flops import closest_width, count_flops, count_parameters, derived_flops
 from nnunet_scnas.genotype import Genotype
+from nnunet_scnas.json_input import read_json
 from nnunet_scnas.locations import plans_dir
 from nnunet_scnas.macro import check_stem_width
 from nnunet_scnas.memory import GiB
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
-from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, plans_network_on_meta, read_plans
+from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, check_plain_labels, plans_network_on_meta, read_plans
 from nnunet_scnas.search_memory import network_memory
 
 # Stem widths are multiples of 4, and 4 more channels change the FLOPs by about 8/width: at the widths of
@@ -45,6 +46,7 @@ AUTO_WIDTH_TOLERANCE = 0.10
 
 
 MATCH_RULES = ("flops", "memory")
+GENOTYPE_MAX_BYTES = 2**20  # a genotype is about 2 KB
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,9 @@ def genotype_file(name_or_path: str) -> Path:
 def load_genotype(name_or_path: str) -> Genotype:
     path = genotype_file(name_or_path)
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"genotype file {path} is not JSON: {error}") from None
+        data = read_json(path, "genotype file", max_bytes=GENOTYPE_MAX_BYTES)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     try:
         return Genotype.from_dict(data)
     except ValueError as error:
@@ -183,6 +185,7 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
             raise UserError(f"the width must be 'auto' or a stem width: {error}") from None
     genotype = load_genotype(genotype)
     dataset_plans = read_plans(dataset, plans_name)
+    check_plain_labels(dataset_plans.manager.get_label_manager(dataset_plans.dataset_json), dataset_plans.dataset_name)
     plans_file, configurations = dataset_plans.plans_file, dataset_plans.plans["configurations"]
     if source not in configurations:
         raise UserError(f"{plans_file} has no configuration {source!r} to export from "
@@ -223,7 +226,8 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
 
     configurations[target] = scnas_configuration(source, genotype, width, strides)
     backup_file = plans_file.with_name(f"{plans_file.name}.bak-{datetime.now():%Y%m%d-%H%M%S-%f}")
-    backup_file.write_bytes(dataset_plans.original)
+    with atomic_path(backup_file) as tmp:
+        tmp.write_bytes(dataset_plans.original)
     with atomic_path(plans_file) as tmp:
         tmp.write_text(json.dumps(dataset_plans.plans, indent=4) + "\n")  # nnU-Net's layout: indent 4, keys in order
 

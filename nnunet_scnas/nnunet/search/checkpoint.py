@@ -12,9 +12,13 @@ from nnunet_scnas.genotype import SEARCH_SPACE_ID
 FRESH_START = "delete the fold folder's checkpoint_*.pth to start this search afresh"
 
 
-def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module) -> None:
-    """Raise UserError unless the checkpoint is a readable search checkpoint of this very supernet: its search
-    space, its cell layout (`CELL_LAYOUT`, recorded by `SearchOptimizer.state_dict`), then its parameter shapes."""
+def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module, dataset_name: str) -> None:
+    """Raise UserError unless the checkpoint is a readable search checkpoint of this very search: its search
+    space, its cell layout (`CELL_LAYOUT`, recorded by `SearchOptimizer.state_dict`), its dataset (nnU-Net records
+    the plans in `init_args`), then its parameter shapes.
+
+    The file is read as nnU-Net's `load_checkpoint` reads it (nnU-Net's checkpoints are pickles: read only those
+    this trainer's own fold folder holds)."""
     if isinstance(filename_or_checkpoint, dict):
         checkpoint, name = filename_or_checkpoint, "the checkpoint"
     else:
@@ -37,6 +41,10 @@ def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module) -
             else f"with cell layout {state['cell_layout']!r}, this version builds {CELL_LAYOUT!r}"
         raise UserError(f"{name} was written {written}: the genotype stays valid, the supernet's weights do not; "
                         f"{FRESH_START}")
+    plans = checkpoint.get("init_args", {}).get("plans", {})
+    written_for = plans.get("dataset_name") if isinstance(plans, dict) else None
+    if written_for is not None and written_for != dataset_name:
+        raise UserError(f"{name} is a search of dataset {written_for}, not of {dataset_name}; {FRESH_START}")
     expected = {k: tuple(v.shape) for k, v in supernet.state_dict().items()}
     found = {k.removeprefix("module."): tuple(v.shape) for k, v in checkpoint["network_weights"].items()}
     if found != expected:

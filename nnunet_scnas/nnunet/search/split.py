@@ -2,14 +2,15 @@
 
 The fold's validation cases never enter the search; they stay untouched for nnU-Net's final evaluation.
 """
-import json
 import random
 from pathlib import Path
 
 from nnunet_scnas.atomic import write_json
 from nnunet_scnas.errors import UserError
+from nnunet_scnas.json_input import read_json
 
 SPLIT_FILE = "bilevel_split.json"
+START_AFRESH = "delete it (and the fold's checkpoints) to start the search afresh"
 MIN_TRAINING_CASES = 5  # 4:1 needs at least one architecture case and four weight cases
 
 
@@ -26,20 +27,39 @@ def split_weight_and_architecture(case_ids, seed: int, architecture_fraction: fl
     return sorted(shuffled[num_architecture:]), sorted(shuffled[:num_architecture])
 
 
-def load_or_make_split(output_folder, case_ids, seed: int, save: bool = True):
+def load_or_make_split(output_folder, case_ids, validation_ids, seed: int, save: bool = True):
     """Reuse the split saved in the fold folder (so a resumed search keeps it), else make one and, if `save`,
-    save it. The split is deterministic, so the ranks of a multi-GPU search agree on it; only rank 0 saves."""
+    save it. The split is deterministic, so the ranks of a multi-GPU search agree on it; only rank 0 saves.
+
+    A saved split is checked first: it must hold exactly the fold's training cases, and never one of its
+    validation cases (`validation_ids`), which the search may not see."""
     path = Path(output_folder) / SPLIT_FILE
     if path.is_file():
-        saved = json.loads(path.read_text())
-        if sorted(saved["weight"] + saved["architecture"]) != sorted(case_ids):
-            raise UserError(f"{path} was made for other training cases than this fold's: "
-                            f"delete it (and the fold's checkpoints) to start the search afresh")
-        return saved["weight"], saved["architecture"]
+        weight, architecture = _read_split(path)
+        leaked = sorted(set(weight + architecture) & set(validation_ids))
+        if leaked:
+            raise UserError(f"{path} puts {len(leaked)} of the fold's validation cases ({', '.join(leaked[:3])}"
+                            f"{', ...' if len(leaked) > 3 else ''}) into the search, which may never see them: "
+                            f"{START_AFRESH}")
+        if sorted(weight + architecture) != sorted(case_ids):
+            raise UserError(f"{path} was made for other training cases than this fold's: {START_AFRESH}")
+        return weight, architecture
     weight, architecture = split_weight_and_architecture(case_ids, seed)
     if save:
         write_json(path, {"seed": seed, "weight": weight, "architecture": architecture})
     return weight, architecture
+
+
+def _read_split(path: Path) -> tuple[list[str], list[str]]:
+    try:
+        saved = read_json(path, "search split")
+    except ValueError as error:
+        raise UserError(f"{error}; {START_AFRESH}") from None
+    sets = [saved.get(key) if isinstance(saved, dict) else None for key in ("weight", "architecture")]
+    if not all(isinstance(cases, list) and all(isinstance(c, str) for c in cases) for cases in sets):
+        raise UserError(f"{path} is not a search split (lists 'weight' and 'architecture' of case ids): "
+                        f"{START_AFRESH}")
+    return sets[0], sets[1]
 
 
 def describe_split(weight_cases, architecture_cases) -> str:

@@ -1,0 +1,81 @@
+"""Bad input a user can hand the plugin: each is one line saying what to do, an exit code != 0, and nothing on disk
+changed. (Bad genotypes are in test_export_plans.py, bad search checkpoints and split files in
+test_search_trainer.py and test_search_step.py, bad `compare` and `estimate` arguments beside those commands.)
+"""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnunet_scnas.cli.main import main
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err, err
+    return err
+
+
+def tree(folder: Path) -> dict:
+    """Every file under `folder` with its bytes: what "nothing changed" compares."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("workdir, expected", [
+    ("a_file", "is a file, not a folder"),
+    ("a_file/run", "cannot write in --workdir"),
+    ("/proc/scnas_demo", "cannot write in --workdir"),  # a folder nobody may create anything in, root included
+])
+def test_demo_workdir_that_is_a_file_or_cannot_be_written(workdir, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("the user's own file\n")
+    before = tree(tmp_path)
+    assert main(["demo", "--quick", "--workdir", workdir]) == 2
+    assert expected in one_line_error(capsys)
+    assert tree(tmp_path) == before
+
+
+def _edit_exported_configuration(plans_file: Path, edit) -> None:
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    plans = json.loads(plans_file.read_text())
+    edit(plans["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"])
+    plans_file.write_text(json.dumps(plans, indent=4))
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda kwargs: kwargs.update(stem_width=6), "stem_width must be a positive multiple of 4"),
+    (lambda kwargs: kwargs.update(stem_width="wide"), "stem_width must be a positive multiple of 4"),
+    (lambda kwargs: kwargs["strides"].pop(), "strides must have 4 entries"),
+    (lambda kwargs: kwargs["strides"].__setitem__(2, [2, 0, 2]), "strides[2] must be 3 positive integers"),
+])
+def test_hand_edited_architecture_of_an_exported_configuration(edit, expected, private_plans, capsys):
+    _edit_exported_configuration(private_plans, edit)
+    capsys.readouterr()
+    before = tree(private_plans.parent)
+    assert main(["estimate", "-d", "951", "-c", "3d_fullres_scnas"]) == 2
+    err = one_line_error(capsys)
+    assert expected in err and "re-export it" in err
+    assert tree(private_plans.parent) == before
+
+
+REGIONS = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": 3}
+
+
+@pytest.mark.parametrize("labels, expected", [
+    ({"labels": REGIONS, "regions_class_order": [1, 2, 3]}, "is region-based"),
+    ({"labels": {"background": 0, "edema": 1, "non-enhancing": 2, "enhancing": 3, "ignore": 4}}, "ignore label (4)"),
+])
+def test_region_based_dataset_or_ignore_label_is_refused_by_search_and_export(labels, expected, private_plans, capsys):
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    dataset_json = private_plans.parent / "dataset.json"
+    dataset_json.write_text(json.dumps({**json.loads(dataset_json.read_text()), **labels}))
+    before = tree(private_plans.parent)
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet"]) == 2
+    assert expected in one_line_error(capsys)
+    with pytest.raises(SystemExit) as refusal:  # the search: when nnUNetv2_train builds its trainer
+        get_trainer_from_args("951", "3d_fullres", 0, "nnUNetTrainerSCNASSearch_cpuQuick", device=torch.device("cpu"))
+    message = str(refusal.value)
+    assert message.startswith("nnunet-scnas: error:") and expected in message and "\n" not in message
+    assert tree(private_plans.parent) == before
