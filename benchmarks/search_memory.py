@@ -168,6 +168,38 @@ def cpu_measurements(patch, batch, stem):
                     "all_times_s": times}
 
 
+def write_brain_tumour_plans(tmp: Path) -> str:
+    """nnU-Net's three folders under `tmp` (set in the environment) with a dataset whose plans file holds nnU-Net's
+    BrainTumour 3d_fullres plan; returns the dataset's name."""
+    name = "Dataset998_BrainTumourPlan"
+    folder = tmp / "nnUNet_preprocessed" / name
+    folder.mkdir(parents=True)
+    (tmp / "nnUNet_raw" / name).mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"},
+        "labels": {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3},
+        "numTraining": 484, "file_ending": ".nii.gz"}))
+    plans = {"dataset_name": name, "plans_name": "nnUNetPlans", "original_median_spacing_after_transp": [1, 1, 1],
+             "original_median_shape_after_transp": [138, 169, 138], "image_reader_writer": "SimpleITKIO",
+             "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "experiment_planner_used": "by hand",
+             "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": {},
+             "configurations": {"3d_fullres": {
+                 "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+                 "batch_size": 2, "patch_size": BRAIN_TUMOUR["patch"], "median_image_size_in_voxels": [138, 169, 138],
+                 "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["ZScoreNormalization"] * 4,
+                 "use_mask_for_norm": [True] * 4, "resampling_fn_data": "resample_data_or_seg_to_shape",
+                 "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": {},
+                 "resampling_fn_seg_kwargs": {}, "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+                 "resampling_fn_probabilities_kwargs": {}, "batch_dice": False,
+                 "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                                  "arch_kwargs": BRAIN_TUMOUR_ARCH,
+                                  "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}}}
+    (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
+    os.environ.update({"nnUNet_raw": str(tmp / "nnUNet_raw"), "nnUNet_preprocessed": str(tmp / "nnUNet_preprocessed"),
+                       "nnUNet_results": str(tmp)})
+    return name
+
+
 def width_matching():
     """`export_plans(width="auto")` on a plans file with nnU-Net's BrainTumour 3d_fullres plan."""
     import torch
@@ -175,32 +207,7 @@ def width_matching():
     from nnunet_scnas import CELL_TYPES, EDGES, OPS, derive_genotype
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        name = "Dataset998_BrainTumourPlan"
-        folder = Path(tmp) / "nnUNet_preprocessed" / name
-        folder.mkdir(parents=True)
-        (Path(tmp) / "nnUNet_raw" / name).mkdir(parents=True)
-        (folder / "dataset.json").write_text(json.dumps({
-            "channel_names": {"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"},
-            "labels": {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3},
-            "numTraining": 484, "file_ending": ".nii.gz"}))
-        plans = {"dataset_name": name, "plans_name": "nnUNetPlans", "original_median_spacing_after_transp": [1, 1, 1],
-                 "original_median_shape_after_transp": [138, 169, 138], "image_reader_writer": "SimpleITKIO",
-                 "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "experiment_planner_used": "by hand",
-                 "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": {},
-                 "configurations": {"3d_fullres": {
-                     "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-                     "batch_size": 2, "patch_size": BRAIN_TUMOUR["patch"], "median_image_size_in_voxels": [138, 169, 138],
-                     "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["ZScoreNormalization"] * 4,
-                     "use_mask_for_norm": [True] * 4, "resampling_fn_data": "resample_data_or_seg_to_shape",
-                     "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": {},
-                     "resampling_fn_seg_kwargs": {}, "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-                     "resampling_fn_probabilities_kwargs": {}, "batch_dice": False,
-                     "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                                      "arch_kwargs": BRAIN_TUMOUR_ARCH,
-                                      "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}}}
-        (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
-        os.environ.update({"nnUNet_raw": str(Path(tmp) / "nnUNet_raw"), "nnUNet_preprocessed": str(Path(tmp) / "nnUNet_preprocessed"),
-                           "nnUNet_results": tmp})
+        name = write_brain_tumour_plans(Path(tmp))
         from nnunet_scnas.nnunet.export.plans_export import export_plans
 
         genotypes = {path.stem: str(path) for path in sorted((ROOT / "plans").glob("*.json"))}
