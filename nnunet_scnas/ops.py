@@ -35,16 +35,17 @@ def activation() -> nn.Module:
 
 
 class InstanceNorm(nn.InstanceNorm3d):
-    """nn.InstanceNorm3d (same parameters and state dict) that keeps a channels-last input channels-last.
+    """nn.InstanceNorm3d (same parameters and state dict) that returns a channels-last input channels-last.
 
-    torch's instance norm returns a contiguous tensor for a channels-last input, and every conv after it converts
-    back: on the CPU, where networks train channels-last (`channels_last_on_cpu`), those copies cost more than
-    the norms. Group norm with one group per channel is the same normalisation and keeps the layout.
+    torch's instance norm returns a contiguous tensor for a channels-last input, and on the CPU, where networks
+    train channels-last (`channels_last_on_cpu`), every op after it would then run in the slow layout or convert
+    back. The norm itself is fastest in the default layout (5x faster than group norm on channels-last input):
+    it runs there, and its output is converted back once.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_channels_last(x):
-            return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last_3d)
         return super().forward(x)
 
 
