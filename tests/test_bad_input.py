@@ -43,12 +43,15 @@ def _edit_exported_configuration(plans_file: Path, edit) -> None:
     plans_file.write_text(json.dumps(plans, indent=4))
 
 
-@pytest.mark.parametrize("edit, expected", [
+HAND_EDITS = [
     (lambda kwargs: kwargs.update(stem_width=6), "stem_width must be a positive multiple of 4"),
     (lambda kwargs: kwargs.update(stem_width="wide"), "stem_width must be a positive multiple of 4"),
     (lambda kwargs: kwargs["strides"].pop(), "strides must have 4 entries"),
     (lambda kwargs: kwargs["strides"].__setitem__(2, [2, 0, 2]), "strides[2] must be 3 positive integers"),
-])
+]
+
+
+@pytest.mark.parametrize("edit, expected", HAND_EDITS)
 def test_hand_edited_architecture_of_an_exported_configuration(edit, expected, private_plans, capsys):
     _edit_exported_configuration(private_plans, edit)
     capsys.readouterr()
@@ -57,6 +60,20 @@ def test_hand_edited_architecture_of_an_exported_configuration(edit, expected, p
     err = one_line_error(capsys)
     assert expected in err and "re-export it" in err
     assert tree(private_plans.parent) == before
+
+
+@pytest.mark.parametrize("edit, expected", HAND_EDITS)
+def test_hand_edited_architecture_ends_nnunets_own_commands_in_one_line(edit, expected, private_plans):
+    # nnUNetv2_train and nnUNetv2_predict build the network through the trainer's build_network_architecture:
+    # what ends the process there is a SystemExit with one line, which Python prints without a traceback
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    _edit_exported_configuration(private_plans, edit)
+    plans = PlansManager(str(private_plans))
+    with pytest.raises(SystemExit) as exit_:
+        nnUNetTrainer.build_network_architecture(plans, plans.get_configuration("3d_fullres_scnas"), 4, 4, True)
+    message = str(exit_.value.code)
+    assert len(message.splitlines()) == 1 and expected in message and "re-export it" in message
 
 
 REGIONS = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": 3}

@@ -58,7 +58,7 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
     out = capsys.readouterr().out
     plans = PlansManager(str(plans_file))
     parent, ours = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")
-    assert ours.network_arch_class_name == "nnunet_scnas.derived.SCNASUNet"
+    assert ours.network_arch_class_name == "nnunet_scnas.nnunet.plans.SCNASUNetFromPlans"
     kwargs = ours.network_arch_init_kwargs
     assert set(kwargs) == {"genotype", "stem_width", "strides", "cell_layout"}  # nothing of PlainConvUNet's leaks
     shipped = json.loads((plans_dir() / "plain_unet.json").read_text())
@@ -235,7 +235,7 @@ def test_exported_plans_build_in_a_fresh_process_with_nnunets_deep_supervision_s
     env = dict(brain.env, nnUNet_preprocessed=os.environ["nnUNet_preprocessed"])
     result = run([sys.executable, "-c", FRESH_PROCESS, plans_file, "3d_fullres_scnas", 4, 4], env)
     built = json.loads(result.stdout.strip().splitlines()[-1])
-    assert built["class"] == "nnunet_scnas.derived.SCNASUNet"
+    assert built["class"] == "nnunet_scnas.nnunet.plans.SCNASUNetFromPlans"
     # nnU-Net's deep-supervision scales: 1 / cumprod(strides), the last one dropped
     scales = (1 / np.cumprod(np.array(built["strides"]), axis=0))[:-1]
     assert built["outputs"] == [[1, 4, *(np.array(built["patch_size"]) * s).astype(int).tolist()] for s in scales]

@@ -16,7 +16,7 @@ from nnunet_scnas.macro import check_stem_width
 from nnunet_scnas.memory import GiB, MemoryEstimate
 from nnunet_scnas.nnunet.commands import find_trainer_class
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
-from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, DatasetPlans, plans_network_on_meta, read_plans
+from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAMES, DatasetPlans, plans_network_on_meta, read_plans
 from nnunet_scnas.nnunet.search.step import ARCHITECTURE_STEP, WEIGHT_STEP, sample_generator
 from nnunet_scnas.search_memory import network_memories, network_memory, search_memories
 from nnunet_scnas.supernet import SCNASSupernet
@@ -165,7 +165,7 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     exported SCNAS one, its derived network (plain and checkpointed); the stock rows use its parent."""
     plans = read_plans(dataset, plans_name)
     requested = plans.configuration(configuration)
-    exported = requested.network_arch_class_name == DERIVED_CLASS_NAME
+    exported = requested.network_arch_class_name in DERIVED_CLASS_NAMES
     stock_name = plans.plans["configurations"][configuration].get("inherits_from") if exported else configuration
     stock = plans.configuration(stock_name)
     search_trainer = find_search_trainer(trainer)

@@ -11,11 +11,32 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_scnas.derived import SCNASUNet
-from nnunet_scnas.errors import UserError
+from nnunet_scnas.errors import UserError, exit_on_user_error
 from nnunet_scnas.json_input import read_json
 
-# how plans name the derived network (`architecture.network_class_name`, resolved by nnU-Net with pydoc.locate)
-DERIVED_CLASS_NAME = f"{SCNASUNet.__module__}.{SCNASUNet.__qualname__}"
+
+class SCNASUNetFromPlans(SCNASUNet):
+    """The derived network as the configurations of `export-plans` name it: nnU-Net builds it from the plans'
+    architecture entry wherever it needs the network (nnUNetv2_train, nnUNetv2_predict), and an entry edited
+    into something invalid ends those commands with one line saying what to do, not a traceback."""
+
+    def __init__(self, *args, **kwargs):
+        with exit_on_user_error():
+            try:
+                super().__init__(*args, **kwargs)
+            except (ValueError, TypeError) as error:
+                raise UserError(f"the plans' SCNAS architecture entry is invalid: {error}; re-export it with "
+                                f"nnunet-scnas export-plans") from None
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# how plans name the derived network (`architecture.network_class_name`, resolved by nnU-Net with pydoc.locate);
+# configurations exported before name the core class, which builds the same network
+DERIVED_CLASS_NAME = _class_name(SCNASUNetFromPlans)
+DERIVED_CLASS_NAMES = (DERIVED_CLASS_NAME, _class_name(SCNASUNet))
 
 
 def find_plans_file(dataset: str, plans_name: str) -> tuple[str, Path]:
@@ -87,10 +108,16 @@ def read_plans(dataset: str, plans_name: str = "nnUNetPlans") -> DatasetPlans:
 
 def plans_network_on_meta(configuration: ConfigurationManager, input_channels: int, num_classes: int,
                           deep_supervision: bool = False) -> torch.nn.Module:
-    """The network nnU-Net builds from `configuration` (stock or derived), on the meta device."""
+    """The network nnU-Net builds from `configuration` (stock or derived), on the meta device.
+
+    The derived network is built as the core class: a bad architecture entry raises ValueError, for the caller
+    to word, instead of ending the process (what `SCNASUNetFromPlans` does inside nnU-Net's commands)."""
+    name = configuration.network_arch_class_name
+    if name in DERIVED_CLASS_NAMES:
+        name = _class_name(SCNASUNet)
     with torch.device("meta"):
         return get_network_from_plans(
-            configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+            name, configuration.network_arch_init_kwargs,
             configuration.network_arch_init_kwargs_req_import, input_channels, num_classes,
             allow_init=False, deep_supervision=deep_supervision)
 

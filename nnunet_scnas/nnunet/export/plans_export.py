@@ -5,7 +5,7 @@ size, normalization) and replaces only `architecture`:
 
     "3d_fullres_scnas": {
         "inherits_from": "3d_fullres",
-        "architecture": {"network_class_name": "nnunet_scnas.derived.SCNASUNet",
+        "architecture": {"network_class_name": "nnunet_scnas.nnunet.plans.SCNASUNetFromPlans",
                          "arch_kwargs": {"genotype": {...}, "stem_width": 68, "strides": [[1,1,1], s1, s2, s3],
                                          "cell_layout": "concat_of_quarter_nodes"},
                          "_kw_requires_import": []}}
