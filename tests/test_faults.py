@@ -49,6 +49,9 @@ def test_search_killed_at_random_moments_resumes_to_the_uninterrupted_result(pla
     folder = fold_folder(results, planned_braintumour)
     assert_same_search(uninterrupted_search, folder)
     assert (folder / "checkpoint_final.pth").is_file() and not (folder / "checkpoint_latest.pth").exists()
+    # the logits moved at all: the equality above is not that of two untouched initialisations
+    first, last = search_epochs(folder)[0]["alphas"], search_epochs(folder)[-1]["alphas"]
+    assert any(first[cell] != last[cell] for cell in first), f"seed {seed}"
 
 
 @pytest.mark.slow

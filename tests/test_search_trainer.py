@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BIN, SEARCH_TRAINER, assert_same_search, fold_folder, run_command, search_epochs
+from helpers import BIN, SEARCH_TRAINER, fold_folder, run_command
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import CELL_TYPES, Genotype
 from nnunet_scnas.nnunet.search.split import split_weight_and_architecture
@@ -118,47 +118,6 @@ def test_search_runs_through_nnunetv2_train(planned_braintumour, tmp_path):
     assert (folder / "checkpoint_final.pth").is_file()
     log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
     assert "architecture entropy" in log and "Validation skipped for the search" in log
-
-
-def _run_search(dataset, results, stop_after_epoch=None, resume=False):
-    """The search in this process, as nnUNetv2_train runs it; optionally interrupted after an epoch."""
-    import os
-
-    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
-
-    os.environ.update(dataset.env_with_results(results, nnUNet_n_proc_DA="0"))
-    trainer = get_trainer_from_args(str(dataset.dataset_id), "3d_fullres", 0, SEARCH_TRAINER,
-                                    device=torch.device("cpu"))
-    if stop_after_epoch is not None:
-        finish_epoch = trainer.on_epoch_end
-
-        def on_epoch_end():
-            finish_epoch()
-            if trainer.current_epoch > stop_after_epoch:
-                raise KeyboardInterrupt  # like Ctrl-C once the epoch's checkpoint is written
-
-        trainer.on_epoch_end = on_epoch_end
-    maybe_load_checkpoint(trainer, resume, False)
-    try:
-        trainer.run_training()
-    except KeyboardInterrupt:
-        pass
-    return fold_folder(results, dataset)
-
-
-@pytest.mark.slow
-def test_interrupted_and_resumed_search_equals_uninterrupted(planned_braintumour, uninterrupted_search, tmp_path,
-                                                             monkeypatch):
-    # recorded here so that monkeypatch restores them after the test; _run_search sets the real values
-    for variable, value in planned_braintumour.env_with_results(tmp_path / "resumed", nnUNet_n_proc_DA="0").items():
-        monkeypatch.setenv(variable, value)
-    _run_search(planned_braintumour, tmp_path / "resumed", stop_after_epoch=0)
-    resumed = _run_search(planned_braintumour, tmp_path / "resumed", resume=True)
-    assert [h["epoch"] for h in search_epochs(resumed)] == [0, 1]
-    assert_same_search(uninterrupted_search, resumed)
-    # the logits moved at all: the equality above is not that of two untouched initialisations
-    first, last = search_epochs(resumed)[0]["alphas"], search_epochs(resumed)[-1]["alphas"]
-    assert any(not np.allclose(first[c], last[c]) for c in CELL_TYPES)
 
 
 # ---------------------------------------------------------------- bad input: one clear line, before training
