@@ -124,9 +124,8 @@ def architectures(dataset: str) -> dict:
     common = {"input_channels": len(plans.dataset_json["channel_names"]),
               "num_classes": len(plans.dataset_json["labels"]), "patch": stock["patch_size"],
               "batch": stock["batch_size"], "scales": scales}
-    derived = {**stock, **configurations["3d_fullres_scnas"]}
     return {"stock": {**common, "architecture": stock["architecture"]},
-            "derived": {**common, "architecture": derived["architecture"]}}
+            "derived": {**common, "architecture": configurations["3d_fullres_scnas"]["architecture"]}}
 
 
 def source_tree(revision: str, tmp: Path) -> Path:

@@ -2,8 +2,9 @@
 channels; or another measure that grows with the width, e.g. training memory).
 
 FLOPs are counted by torch's `FlopCounterMode` (convolutions and matmuls, a multiply-add counted as 2),
-not by hand; like torch's pooling, the constant-kernel convs of our pooling ops (`ops.Pooling`) are left out. A model built on the "meta" device is counted without computing anything, which keeps
-width matching at real patch sizes instant on a CPU.
+not by hand; like torch's pooling, the constant-kernel convs of our pooling ops (`ops.Pooling`) are left out.
+A model built on the "meta" device is counted without computing anything, which keeps width matching at real
+patch sizes instant on a CPU.
 """
 import math
 from collections.abc import Callable

@@ -34,6 +34,10 @@ def activation() -> nn.Module:
     return nn.LeakyReLU(NEGATIVE_SLOPE)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
 class InstanceNorm(nn.InstanceNorm3d):
     """nn.InstanceNorm3d (same parameters and state dict) that returns a channels-last input channels-last.
 
@@ -51,10 +55,6 @@ class InstanceNorm(nn.InstanceNorm3d):
 
 def instance_norm(channels: int) -> nn.Module:
     return InstanceNorm(channels, eps=1e-5, affine=True)
-
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 class PointwiseConv(nn.Conv3d):
