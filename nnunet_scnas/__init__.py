@@ -19,6 +19,7 @@ _EXPORTS = {
     "EDGES": "genotype",
     "Genotype": "genotype",
     "derive_genotype": "genotype",
+    "random_genotype": "random_genotype",
     "Cell": "cell",
     "CELL_LAYOUT": "cell",
     "SCNASSupernet": "supernet",

@@ -27,7 +27,13 @@ CASES_PER_FOLD = 4
 STEM_WIDTH = 8
 # method -> (configuration, folds trained, epoch times written to its logs)
 METHODS = {"nnU-Net": ("3d_fullres", (0, 1, 2), (3.0, 5.0, 4.0)),
-           "SCNAS": ("3d_fullres_scnas", (0, 1), (6.0, 7.0, 9.0))}
+           "SCNAS": ("3d_fullres_scnas", (0, 1), (6.0, 7.0, 9.0)),
+           # only in the many-method comparison (the default one reads the two above): two random architectures
+           # and a search per fold, each fold's genotype in its own configuration
+           "random-0": ("3d_fullres_random0", (0, 1, 2), (5.0,)),
+           "random-1": ("3d_fullres_random1", (0, 1, 2), (5.5,)),
+           "SCNAS-per-fold": ("3d_fullres_scnas_fold{fold}", (0, 1, 2), (8.0,))}
+PER_FOLD_GENOTYPE_SEED = 10  # fold f of SCNAS-per-fold holds the random architecture 10 + f
 FOLDS = (0, 1, 2)
 NO_TUMOUR_CASE = "case_001.nii.gz"  # empty tumour label in reference and predictions: its tumour Dice is NaN
 SCNAS_PEAK_MEMORY_MB = 812.5
@@ -82,6 +88,11 @@ def _plan_tiny_dataset(root) -> None:
     (preprocessed / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
     ExperimentPlanner(DATASET).plan_experiment()
     export_plans(DATASET, "plain_unet", width=STEM_WIDTH)
+    for seed in (0, 1):
+        export_plans(DATASET, f"random:{seed}", target=f"3d_fullres_random{seed}", width=STEM_WIDTH)
+    for fold in FOLDS:
+        export_plans(DATASET, f"random:{PER_FOLD_GENOTYPE_SEED + fold}", target=f"3d_fullres_scnas_fold{fold}",
+                     width=STEM_WIDTH)
 
 
 def _train_method_folders(root) -> None:
@@ -91,12 +102,12 @@ def _train_method_folders(root) -> None:
 
     references = root / "nnUNet_raw" / DATASET / "labelsTr"
     for index, (name, (configuration, folds, epoch_times)) in enumerate(METHODS.items()):
-        folder = root / "nnUNet_results" / DATASET / f"nnUNetTrainer__nnUNetPlans__{configuration}"
-        folder.mkdir(parents=True)
-        shutil.copy(root / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json", folder / "plans.json")
-        shutil.copy(root / "nnUNet_preprocessed" / DATASET / "dataset.json", folder / "dataset.json")
         rng = np.random.default_rng(index + 1)
         for fold in folds:
+            folder = _method_folder(root, configuration, fold)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json", folder / "plans.json")
+            shutil.copy(root / "nnUNet_preprocessed" / DATASET / "dataset.json", folder / "dataset.json")
             validation = folder / f"fold_{fold}" / "validation"
             validation.mkdir(parents=True)
             for case in range(fold * CASES_PER_FOLD, (fold + 1) * CASES_PER_FOLD):
@@ -108,6 +119,10 @@ def _train_method_folders(root) -> None:
             if name == "SCNAS" and fold == 0:
                 log.append(f"2025-01-01 00:00:09.000000: Peak memory: {SCNAS_PEAK_MEMORY_MB} MB")
             (folder / f"fold_{fold}" / "training_log_2025_1_1_00_00_00.txt").write_text("\n".join(log) + "\n")
+
+
+def _method_folder(root, configuration: str, fold: int):
+    return root / "nnUNet_results" / DATASET / f"nnUNetTrainer__nnUNetPlans__{configuration.format(fold=fold)}"
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +145,8 @@ def comparison(results, tmp_path_factory):
 
 def _summaries(results, name):
     configuration, folds, _ = METHODS[name]
-    folder = results / "nnUNet_results" / DATASET / f"nnUNetTrainer__nnUNetPlans__{configuration}"
-    return {fold: json.loads((folder / f"fold_{fold}" / "validation" / "summary.json").read_text()) for fold in folds}
+    return {fold: json.loads((_method_folder(results, configuration, fold) / f"fold_{fold}" / "validation" /
+                              "summary.json").read_text()) for fold in folds}
 
 
 def _csv_rows(comparison):
@@ -145,7 +160,7 @@ def _markdown_row(comparison, method):
                 if line.startswith(f"| {method} |"))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(METHODS)[:2])
 @pytest.mark.parametrize("label, key", [("edema", "1"), ("tumour", "2"), ("average", None)])
 def test_dice_table_is_mean_and_std_over_folds_of_nnunet_summaries(comparison, results, method, label, key):
     summaries = _summaries(results, method)
@@ -171,7 +186,7 @@ def test_paired_test_uses_the_same_cases_of_the_folds_both_have(comparison, resu
     baseline, scnas = case_dice("nnU-Net"), case_dice("SCNAS")
     differences = [scnas[case] - baseline[case] for case in scnas
                    if not np.isnan(scnas[case]) and not np.isnan(baseline[case])]
-    paired = comparison.paired["SCNAS", label]
+    paired = comparison.paired["SCNAS", "nnU-Net", label]
     assert paired.n_pairs == len(differences) == n_pairs  # nnU-Net's fold 2 has no partner
     assert paired.mean_difference == pytest.approx(statistics.fmean(differences), abs=1e-12)
     assert paired.p_value == pytest.approx(wilcoxon(differences).pvalue)
@@ -228,7 +243,8 @@ def test_network_cost_and_training_time(comparison, results):
     assert costs["SCNAS"].patch_size == tuple(SHAPE)
 
     by_name = {m.method.name: m for m in comparison.methods}
-    for name, (_, _, epoch_times) in METHODS.items():
+    for name in by_name:
+        epoch_times = METHODS[name][2]
         assert by_name[name].seconds_per_epoch == statistics.median(epoch_times)  # the same times in every fold
     assert by_name["nnU-Net"].peak_memory_mb is None
     assert by_name["SCNAS"].peak_memory_mb == SCNAS_PEAK_MEMORY_MB
@@ -253,7 +269,7 @@ def test_cli_prints_the_table_and_writes_the_three_files(results, capsys):
     with open(output_dir / "comparison.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert {(row["method"], row["label"]) for row in rows} == {
-        (method, label) for method in METHODS for label in ("edema", "tumour", "average")}
+        (method, label) for method in ("nnU-Net", "SCNAS") for label in ("edema", "tumour", "average")}
     png = (output_dir / "comparison.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert str(output_dir / "comparison.md") in out
@@ -265,7 +281,10 @@ def test_cli_prints_the_table_and_writes_the_three_files(results, capsys):
      "unknown trainer 'nnUNetTrainerNoSuch'.*trainers with results there: nnUNetTrainer$"),
     (["--method", "A=nnUNetTrainer:3d_fullres", "--method", "B=nnUNetTrainer:3d_lowres"],
      "no results for nnUNetTrainer__nnUNetPlans__3d_lowres.*trained there: nnUNetTrainer__nnUNetPlans__3d_fullres, "
-     "nnUNetTrainer__nnUNetPlans__3d_fullres_scnas$"),
+     "nnUNetTrainer__nnUNetPlans__3d_fullres_random0, .*nnUNetTrainer__nnUNetPlans__3d_fullres_scnas_fold2$"),
+    (["--versus", "SCNAS"], "bad contrast 'SCNAS': expected NAME:REFERENCE"),
+    (["--versus", "SCNAS:random-9"], "contrast SCNAS vs random-9: no method named random-9 "
+                                     r"\(methods: nnU-Net, SCNAS\)$"),
     (["-f", "2", "3"], r"nothing to compare: SCNAS .* has none of folds 2, 3 \(folds 2, 3: no fold folder\)$"),
     (["--method", "SCNAS"], "bad method 'SCNAS': expected NAME=TRAINER:CONFIGURATION"),
     (["--method", "A=nnUNetTrainer:3d_fullres"], "at least two methods"),
@@ -297,3 +316,92 @@ def test_nnunet_results_not_set(monkeypatch):
     monkeypatch.delenv("nnUNet_results", raising=False)
     with pytest.raises(UserError, match="nnUNet_results is not set"):
         compare(DATASET)
+
+
+# ------------------------------------------------------------------------------------- many methods
+
+@pytest.fixture(scope="module")
+def many(results, tmp_path_factory):
+    """Every method of METHODS, stock nnU-Net first, and the per-fold search against the best random one."""
+    from nnunet_scnas.nnunet.compare.comparison import Contrast
+    from nnunet_scnas.nnunet.compare.results import Method
+
+    methods = [Method(name, "nnUNetTrainer", configuration) for name, (configuration, _, _) in METHODS.items()]
+    return compare(DATASET, methods, FOLDS, tmp_path_factory.mktemp("many"),
+                   contrasts=[Contrast("SCNAS-per-fold", ("random-0", "random-1"))])
+
+
+def _case_dice(results, name, key):
+    return {(fold, case["reference_file"].rsplit("/", 1)[-1]): case["metrics"][key]["Dice"]
+            for fold, summary in _summaries(results, name).items() for case in summary["metric_per_case"]}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("label, key", [("edema", "1"), ("tumour", "2"), ("average", None)])
+def test_many_methods_table_is_mean_and_std_over_folds_of_each_methods_summaries(many, results, method, label, key):
+    per_fold = [s["foreground_mean"]["Dice"] if key is None else s["mean"][key]["Dice"]
+                for s in _summaries(results, method).values()]
+    mean, std = float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
+    assert f"| {method} | " in _markdown_row(many, method)
+    column = ["edema", "tumour", "average"].index(label) + 1
+    assert _markdown_row(many, method).split(" | ")[column].startswith(f"{100 * mean:.2f} ± {100 * std:.2f}")
+    lines = many.files["markdown"].read_text().splitlines()
+    header = lines.index("| Method | edema | tumour | average | folds |")
+    table = lines[header + 2:lines.index("", header)]
+    assert [row.split(" | ")[0][2:] for row in table] == list(METHODS)  # rows = methods, in the order given
+
+
+def test_a_per_fold_configuration_reads_each_folds_own_folder_and_reports_their_mean_cost(many):
+    from nnunet_scnas.flops import derived_flops
+    from nnunet_scnas.random_genotype import random_genotype
+
+    per_fold = next(m for m in many.methods if m.method.name == "SCNAS-per-fold")
+    assert sorted(per_fold.folds) == list(FOLDS) and not per_fold.missing_folds
+    assert per_fold.seconds_per_epoch == 8.0
+    strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    flops = [derived_flops(random_genotype(PER_FOLD_GENOTYPE_SEED + fold), STEM_WIDTH, input_channels=1,
+                           num_classes=3, patch_size=SHAPE, strides=strides) for fold in FOLDS]
+    assert len(set(flops)) > 1 and per_fold.cost.flops == round(statistics.fmean(flops))
+
+
+def test_every_method_is_paired_with_stock_and_the_search_with_the_best_random_one(many, results):
+    titles = [contrast.title for contrast in many.contrasts]
+    assert titles == ["SCNAS vs nnU-Net", "random-0 vs nnU-Net", "random-1 vs nnU-Net", "SCNAS-per-fold vs nnU-Net",
+                      "SCNAS-per-fold vs random-0 (best of random-0, random-1)"]
+    mean_average = {name: many.dice[name, "average"].mean for name in ("random-0", "random-1")}
+    assert mean_average["random-0"] > mean_average["random-1"]  # so random-0 is the reference
+    search, best = _case_dice(results, "SCNAS-per-fold", "1"), _case_dice(results, "random-0", "1")
+    differences = [search[case] - best[case] for case in search]
+    paired = many.paired["SCNAS-per-fold", "random-0", "1"]
+    assert paired.n_pairs == len(differences) == CASES_PER_FOLD * len(FOLDS)
+    assert paired.p_value == pytest.approx(wilcoxon(differences).pvalue)
+    markdown = many.files["markdown"].read_text()
+    assert "| SCNAS-per-fold − random-0 (best of 2) |" in markdown
+    for line in many.verdicts():
+        assert f"- {line}" in markdown
+
+
+@pytest.mark.parametrize("differences, expected", [
+    ([0.1, 0.2, 0.15, 0.12, 0.3, 0.25, 0.11, 0.18], r"^A vs B: A is better \(\+17\.6\d points average Dice, "
+                                                    r"p = 0\.0078\d*, n = 8; significant at p < 0\.05\)$"),
+    ([-0.1, -0.2, -0.15, -0.12, -0.3, -0.25, -0.11, -0.18], r"^A vs B: B is better \(-17\.6\d points"),
+    ([0.1, -0.2, 0.15, -0.12, 0.3, -0.25, 0.11, -0.18], r"^A vs B: no significant difference \(-1\.1\d points "
+                                                       r"average Dice, p = 0\.\d+, n = 8\)$"),
+    ([0.1, 0.2, 0.3], r"^A vs B: cannot tell \(\+20\.00 points average Dice, no test: n = 3 < 5 pairs\)$"),
+    ([0.0] * 6, r"^A vs B: cannot tell \(\+0\.00 points average Dice, no test: all differences 0\)$"),
+])
+def test_a_verdict_says_what_the_paired_test_supports(differences, expected):
+    from nnunet_scnas.nnunet.compare.comparison import AVERAGE, ResolvedContrast, verdict
+
+    baseline = {(0, f"c{i}"): {AVERAGE: 0.5, "1": 0.5} for i in range(len(differences))}
+    other = {case: {AVERAGE: 0.5 + d, "1": 0.5 + d} for case, d in zip(baseline, differences)}
+    assert re.search(expected, verdict(ResolvedContrast("A", "B"), paired_difference(baseline, other, AVERAGE)))
+
+
+def test_cli_versus_adds_a_contrast_and_prints_the_verdicts(results, capsys, tmp_path):
+    argv = ["compare", "-d", DATASET, "-o", str(tmp_path), "--method", "nnU-Net=nnUNetTrainer:3d_fullres",
+            "--method", "search=nnUNetTrainer:3d_fullres_scnas_fold{fold}", "--method", "r0=nnUNetTrainer:3d_fullres_random0",
+            "--method", "r1=nnUNetTrainer:3d_fullres_random1", "--versus", "search:r0,r1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "search vs nnU-Net: " in out and "search vs r0 (best of r0, r1): " in out

@@ -25,6 +25,7 @@ from nnunet_scnas.locations import plans_dir
 from nnunet_scnas.nnunet.export.plans_export import AUTO_WIDTH_TOLERANCE, derived_network_size
 from nnunet_scnas.nnunet.training.jaccard_loss import SoftJaccardLoss
 from nnunet_scnas.nnunet.training.plateau import TrainingLossPlateau
+from nnunet_scnas.random_genotype import random_genotype
 
 from helpers import BIN, PlannedDataset, run_command
 
@@ -126,6 +127,29 @@ def test_force_replaces_the_configuration_and_keeps_the_rest(plans_file, brain, 
     kwargs = configurations["3d_fullres_scnas"]["architecture"]["arch_kwargs"]
     assert kwargs["stem_width"] == 12 and Genotype.from_dict(kwargs["genotype"]) == mixed_genotype()
     assert len(list(plans_file.parent.glob("nnUNetPlans.json.bak-*"))) == 2
+
+
+def test_export_plans_takes_random_seed_and_matches_the_width_like_a_searched_genotype(private_plans, capsys):
+    assert main(["export-plans", "-d", "951", "-g", "random:3", "-o", "3d_fullres_random3"]) == 0
+    configuration = PlansManager(str(private_plans)).get_configuration("3d_fullres_random3")
+    kwargs = configuration.network_arch_init_kwargs
+    assert Genotype.from_dict(kwargs["genotype"]) == random_genotype(3)
+    stock = PlansManager(str(private_plans)).get_configuration("3d_fullres")
+    stock_line = next(line for line in capsys.readouterr().out.splitlines() if "GFLOPs" in line)
+    stock_flops = 1e9 * float(stock_line.split(": ")[1].split(" GFLOPs")[0])
+    flops = derived_flops(kwargs["genotype"], kwargs["stem_width"], input_channels=4, num_classes=4,
+                          patch_size=stock.patch_size, strides=kwargs["strides"])
+    assert abs(flops - stock_flops) <= AUTO_WIDTH_TOLERANCE * stock_flops
+
+
+@pytest.mark.parametrize("name", ["random:", "random:x", "random:-2"])
+def test_a_bad_random_name_is_one_line_and_leaves_the_plans_unchanged(name, private_plans, capsys):
+    before = private_plans.read_bytes()
+    assert main(["export-plans", "-d", "951", "-g", name]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "random:SEED" in error
+    assert private_plans.read_bytes() == before
+    assert json.loads(before) == json.loads(private_plans.read_bytes())
 
 
 @pytest.mark.parametrize("shipped", sorted(plans_dir().glob("*.json")), ids=lambda path: path.stem)

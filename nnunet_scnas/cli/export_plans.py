@@ -26,7 +26,8 @@ def add_arguments(parser):
                         help="target dataset: id or DatasetXXX_Name")
     parser.add_argument("-g", dest="genotype", metavar="GENOTYPE_JSON", required=True,
                         help="genotype JSON: a search fold's genotype.json, a file of plans/, or a shipped name "
-                             "such as plain_unet")
+                             "such as plain_unet; or random:SEED, a random architecture of the search space (the "
+                             "baseline a search has to beat)")
     parser.add_argument("-c", dest="source", metavar="CONFIGURATION", default="3d_fullres",
                         help="configuration to inherit from (preprocessed data, patch size, ...); default 3d_fullres")
     parser.add_argument("-o", dest="target", metavar="NEW_CONFIGURATION", default="3d_fullres_scnas",

@@ -3,9 +3,11 @@
 Nothing is re-evaluated: every Dice is one that nnU-Net wrote in `fold_N/validation/summary.json`.
 - Per label and averaged ("average" is nnU-Net's foreground mean): mean ± std over folds of the fold-level
   Dice, as the paper's Table 1 reports per-label averages over the cross-validation.
-- Paired, each method against the first (the baseline): per validation case of a fold that both have, the
+- Paired contrasts, by default each method against the first (the baseline), plus any asked for (e.g. the
+  search against the best of the random architectures): per validation case of a fold that both have, the
   Dice difference and a Wilcoxon signed-rank test; a case whose Dice is undefined for a label (NaN: empty in
   both reference and prediction) is left out of that label's pairs, as nnU-Net leaves it out of its means.
+  Each contrast ends in a one-line verdict on the average Dice that its numbers support.
 - Network FLOPs and parameters, seconds per epoch and peak memory, and which folds each method has: a
   missing fold is named and marks the whole comparison as partial, never dropped without a word.
 """
@@ -55,9 +57,41 @@ class PairedDifference:
     p_value: float | None  # Wilcoxon signed-rank, two-sided; None when not meaningful (see `paired_difference`)
 
 
+@dataclass(frozen=True)
+class Contrast:
+    """`method` against `reference`: one method's name, or several (the best of them by mean average Dice over
+    folds, e.g. the best of the random architectures: the strongest baseline of that kind)."""
+
+    method: str
+    reference: str | tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Contrast":
+        """`NAME:REFERENCE[,REFERENCE...]`, e.g. `SCNAS:random-0,random-1`."""
+        method, colon, references = text.partition(":")
+        names = [name.strip() for name in references.split(",")]
+        if not colon or not method.strip() or not all(names):
+            raise UserError(f"bad contrast {text!r}: expected NAME:REFERENCE[,REFERENCE...], e.g. "
+                            f"SCNAS:random-0,random-1 (against the best of the two)")
+        return cls(method.strip(), names[0] if len(names) == 1 else tuple(names))
+
+
+@dataclass(frozen=True)
+class ResolvedContrast:
+    method: str
+    reference: str
+    best_of: tuple[str, ...] = ()  # the candidates when the reference is the best of several
+
+    @property
+    def title(self) -> str:
+        best = f" (best of {', '.join(self.best_of)})" if self.best_of else ""
+        return f"{self.method} vs {self.reference}{best}"
+
+
 @dataclass
 class Comparison:
-    """All numbers of a comparison; `methods[0]` is the baseline. Keys are (method name, label key)."""
+    """All numbers of a comparison; `methods[0]` is the baseline. Keys are (method name, label key), and
+    (method, reference, label key) for the paired contrasts."""
 
     dataset: str
     folds: tuple[int, ...]
@@ -65,20 +99,34 @@ class Comparison:
     methods: list[TrainedMethod]
     dice: dict[tuple[str, str], FoldStatistics]
     case_dice: dict[tuple[str, str], list[float]]  # every defined per-case Dice, for the plot
-    paired: dict[tuple[str, str], PairedDifference]  # for every method but the baseline
+    contrasts: list[ResolvedContrast]
+    paired: dict[tuple[str, str, str], PairedDifference]
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:
         return any(method.missing_folds for method in self.methods)
 
+    @property
+    def baseline(self) -> str:
+        return self.methods[0].method.name
 
-def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, output_dir=None) -> Comparison:
+    def paired_against_baseline(self, method: str, label: str) -> PairedDifference | None:
+        return self.paired.get((method, self.baseline, label))
+
+    def verdicts(self) -> list[str]:
+        return [verdict(contrast, self.paired[contrast.method, contrast.reference, AVERAGE])
+                for contrast in self.contrasts]
+
+
+def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, output_dir=None,
+            contrasts=()) -> Comparison:
     """Compare `methods` on `dataset`; writes comparison.md/.csv/.png to `output_dir`
     (default `$nnUNet_results/DatasetXXX_Name/scnas_compare`) and returns the numbers and the file paths.
+    `contrasts` (`Contrast`s) are tested besides every method against the first.
 
     Raises UserError when nothing can be compared (no results, an unknown trainer or configuration, a method
-    without any of the folds).
+    without any of the folds, a contrast naming an unknown method).
     """
     methods, folds = list(methods), tuple(sorted(set(folds)))
     if len(methods) < 2:
@@ -88,6 +136,12 @@ def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, ou
         raise UserError(f"method names must differ, got {', '.join(names)}")
     if not folds:
         raise UserError("no folds given")
+    for contrast in contrasts:
+        references = contrast.reference if isinstance(contrast.reference, tuple) else (contrast.reference,)
+        unknown = [name for name in (contrast.method, *references) if name not in names]
+        if unknown:
+            raise UserError(f"contrast {contrast.method} vs {', '.join(references)}: no method named "
+                            f"{', '.join(unknown)} (methods: {', '.join(names)})")
     dataset_folder = dataset_results_folder(dataset)
     trained = [read_trained_method(dataset_folder, method, folds) for method in methods]
     for method in trained:
@@ -95,24 +149,57 @@ def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, ou
             raise UserError(
                 f"nothing to compare: {method.method.name} ({method.folder}) has none of folds "
                 f"{', '.join(map(str, folds))} ({method.missing_text})")
-    comparison = summarize(dataset_folder.name, folds, trained)
+    comparison = summarize(dataset_folder.name, folds, trained, contrasts)
     comparison.files = write_report(comparison, Path(output_dir) if output_dir else dataset_folder / OUTPUT_FOLDER_NAME)
     return comparison
 
 
-def summarize(dataset: str, folds: tuple[int, ...], methods: list[TrainedMethod]) -> Comparison:
+def summarize(dataset: str, folds: tuple[int, ...], methods: list[TrainedMethod], contrasts=()) -> Comparison:
     labels = label_names(methods)
     cases = {method.method.name: per_case_dice(method, labels) for method in methods}
-    baseline = methods[0].method.name
-    dice, case_values, paired = {}, {}, {}
+    dice, case_values = {}, {}
     for method in methods:
         name = method.method.name
         for label in labels:
             dice[name, label] = FoldStatistics(fold_level_dice(method, label))
             case_values[name, label] = [c[label] for c in cases[name].values() if label in c]
-            if name != baseline:
-                paired[name, label] = paired_difference(cases[baseline], cases[name], label)
-    return Comparison(dataset, folds, labels, methods, dice, case_values, paired)
+    baseline = methods[0].method.name
+    resolved = [ResolvedContrast(m.method.name, baseline) for m in methods[1:]]
+    for contrast in contrasts:
+        resolved.append(resolve(contrast, dice))
+    resolved = list(dict.fromkeys(c for c in resolved if c.method != c.reference))  # once each, in order
+    paired = {(c.method, c.reference, label): paired_difference(cases[c.reference], cases[c.method], label)
+              for c in resolved for label in labels}
+    return Comparison(dataset, folds, labels, methods, dice, case_values, resolved, paired)
+
+
+def resolve(contrast: Contrast, dice: dict[tuple[str, str], FoldStatistics]) -> ResolvedContrast:
+    """The contrast with its reference named: the best of several by mean average Dice (the first on a tie;
+    a method without any average Dice counts as worst)."""
+    if not isinstance(contrast.reference, tuple):
+        return ResolvedContrast(contrast.method, contrast.reference)
+    means = {name: dice[name, AVERAGE].mean for name in contrast.reference}
+    best = max(contrast.reference, key=lambda name: -math.inf if means[name] is None else means[name])
+    return ResolvedContrast(contrast.method, best, contrast.reference)
+
+
+ALPHA = 0.05  # the significance level of the verdicts (two-sided, each contrast on its own)
+
+
+def verdict(contrast: ResolvedContrast, paired: PairedDifference) -> str:
+    """One line that the paired numbers of the average Dice support, e.g. "SCNAS vs random-1 (best of random-0,
+    random-1): no significant difference (-0.84 points, p = 0.41, n = 20)"."""
+    if paired.n_pairs == 0:
+        return f"{contrast.title}: no common validation cases, nothing to say"
+    numbers = f"{100 * paired.mean_difference:+.2f} points average Dice"
+    if paired.p_value is None:
+        why = "all differences 0" if paired.n_pairs >= MIN_PAIRS else f"n = {paired.n_pairs} < {MIN_PAIRS} pairs"
+        return f"{contrast.title}: cannot tell ({numbers}, no test: {why})"
+    numbers += f", p = {paired.p_value:.3g}, n = {paired.n_pairs}"
+    if paired.p_value >= ALPHA:
+        return f"{contrast.title}: no significant difference ({numbers})"
+    better = contrast.method if paired.mean_difference > 0 else contrast.reference
+    return f"{contrast.title}: {better} is better ({numbers}; significant at p < {ALPHA})"
 
 
 def label_names(methods: list[TrainedMethod]) -> dict[str, str]:

@@ -31,9 +31,12 @@ def markdown(comparison) -> str:
               dice_table(comparison), "",
               "Network cost (FLOPs of one forward pass at the configuration's patch size, batch 1) and training time.",
               "", cost_table(comparison), ""]
-    parts += [f"Paired per case against {baseline}: mean Dice difference in points (method − {baseline}) over "
-              f"the validation cases both have, Wilcoxon signed-rank two-sided p, n = pairs "
-              f"(p is n/a with too few pairs or no differences at all).", "", paired_table(comparison), ""]
+    parts += [f"Paired per case: mean Dice difference in points (method − reference; every method against "
+              f"{baseline}, and the contrasts asked for) over the validation cases both have, Wilcoxon "
+              f"signed-rank two-sided p, n = pairs (p is n/a with too few pairs or no differences at all).", "",
+              paired_table(comparison), "",
+              "Verdicts (average Dice per case; each contrast tested on its own, no correction for their number):", "",
+              *(f"- {line}" for line in comparison.verdicts()), ""]
     parts.append(f"Folds requested: {_folds(comparison.folds)}. Folds found: " + "; ".join(
         f"{m.method.name} {_folds(m.folds)}" + (f" (missing {m.missing_text})" if m.missing_folds else "")
         for m in comparison.methods) + ".")
@@ -67,13 +70,13 @@ def cost_table(comparison) -> str:
 
 
 def paired_table(comparison) -> str:
-    baseline = comparison.methods[0].method.name
     rows = []
-    for method in comparison.methods[1:]:
-        name = method.method.name
-        rows.append([f"{name} − {baseline}", *(_paired_cell(comparison.paired[name, label])
-                                              for label in comparison.labels)])
-    return _table(["Method", *comparison.labels.values()], rows)
+    for contrast in comparison.contrasts:
+        best = f" (best of {len(contrast.best_of)})" if contrast.best_of else ""
+        rows.append([f"{contrast.method} − {contrast.reference}{best}",
+                     *(_paired_cell(comparison.paired[contrast.method, contrast.reference, label])
+                       for label in comparison.labels)])
+    return _table(["Contrast", *comparison.labels.values()], rows)
 
 
 def csv_text(comparison) -> str:
@@ -88,7 +91,7 @@ def csv_text(comparison) -> str:
         m, cost = method.method, method.cost
         for key, label in comparison.labels.items():
             stats = comparison.dice[m.name, key]
-            paired = comparison.paired.get((m.name, key))
+            paired = comparison.paired_against_baseline(m.name, key)
             writer.writerow([comparison.dataset, m.name, m.trainer, m.plans, m.configuration, label, key,
                              _blank(stats.mean), _blank(stats.std), len(stats.values),
                              " ".join(map(str, stats.values)), " ".join(map(str, method.missing_folds)),
@@ -139,11 +142,11 @@ def plot(comparison, path: Path) -> None:
 
 
 def terminal_summary(comparison) -> str:
-    """What `compare` prints: the Dice table, a partial-comparison warning, and the files written."""
+    """What `compare` prints: the Dice table, a partial-comparison warning, the verdicts and the files written."""
     lines = [f"{comparison.dataset}: Dice (%), mean ± std over folds", "", dice_table(comparison)]
     if comparison.partial:
         lines += ["", f"PARTIAL COMPARISON: {missing_folds_text(comparison)}"]
-    lines.append("")
+    lines += ["", *comparison.verdicts(), ""]
     lines += [f"{kind:9s}{path}" for kind, path in comparison.files.items()]
     return "\n".join(lines)
 

@@ -28,9 +28,16 @@ PEAK_MEMORY = re.compile(r"peak (?:gpu )?memory: ([0-9.]+) ?MB", re.IGNORECASE)
 SUMMARY_KEYS = ("metric_per_case", "mean", "foreground_mean")
 
 
+FOLD_FIELD = "{fold}"
+
+
 @dataclass(frozen=True)
 class Method:
-    """One side of a comparison: a display name and the nnU-Net trainer/configuration/plans it was trained as."""
+    """One side of a comparison: a display name and the nnU-Net trainer/configuration/plans it was trained as.
+
+    A configuration holding `{fold}` has one configuration per fold, e.g. `3d_fullres_scnas_fold{fold}`: each
+    fold's own searched architecture, found without that fold's validation cases.
+    """
 
     name: str
     trainer: str
@@ -39,7 +46,14 @@ class Method:
 
     @property
     def folder_name(self) -> str:
+        """The trainer folder's name (with `{fold}` left in it for per-fold configurations)."""
         return convert_trainer_plans_config_to_identifier(self.trainer, self.plans, self.configuration)
+
+    def fold_configuration(self, fold: int) -> str:
+        return self.configuration.replace(FOLD_FIELD, str(fold))
+
+    def fold_folder_name(self, fold: int) -> str:
+        return convert_trainer_plans_config_to_identifier(self.trainer, self.plans, self.fold_configuration(fold))
 
     @classmethod
     def parse(cls, text: str) -> "Method":
@@ -119,13 +133,14 @@ def dataset_results_folder(dataset: str | int) -> Path:
 
 
 def read_trained_method(dataset_folder: Path, method: Method, folds) -> TrainedMethod:
-    """Everything the comparison needs about one method; UserError if its trainer folder does not exist."""
-    folder = dataset_folder / method.folder_name
-    if not folder.is_dir():
+    """Everything the comparison needs about one method; UserError if none of its trainer folders exists."""
+    folders = {fold: dataset_folder / method.fold_folder_name(fold) for fold in folds}
+    existing = sorted({folder for folder in folders.values() if folder.is_dir()})
+    if not existing:
         raise UserError(_no_results_message(dataset_folder, method))
     found, missing = {}, {}
     for fold in folds:
-        fold_folder = folder / f"fold_{fold}"
+        fold_folder = folders[fold] / f"fold_{fold}"
         summary_file = fold_folder / "validation" / "summary.json"
         if not fold_folder.is_dir():
             missing[fold] = "no fold folder"
@@ -138,9 +153,13 @@ def read_trained_method(dataset_folder: Path, method: Method, folds) -> TrainedM
                 missing[fold] = f"unreadable validation/summary.json ({error})"
                 continue
             found[fold] = FoldResult(fold, summary, *read_training_logs(fold_folder))
-    dataset_json_file = folder / "dataset.json"
+    dataset_json_file = existing[0] / "dataset.json"
     dataset_json = json.loads(dataset_json_file.read_text()) if dataset_json_file.is_file() else {}
-    return TrainedMethod(method, folder, found, missing, dataset_json, network_cost(folder, method.configuration))
+    if FOLD_FIELD not in method.configuration:
+        cost = network_cost(existing[0], method.configuration)
+    else:  # one network per fold, each matched to the same stock cost: report their mean
+        cost = mean_cost([network_cost(folders[fold], method.fold_configuration(fold)) for fold in sorted(found)])
+    return TrainedMethod(method, dataset_folder / method.folder_name, found, missing, dataset_json, cost)
 
 
 def read_summary(summary_file: Path) -> dict:
@@ -178,6 +197,16 @@ def network_cost(trainer_folder: Path, configuration: str) -> NetworkCost:
     except Exception as error:  # any plans may name any class; a table without FLOPs beats no table
         return NetworkCost(why_missing=f"cannot build the network of {trainer_folder.name} "
                                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+
+
+def mean_cost(costs: list[NetworkCost]) -> NetworkCost:
+    """The mean FLOPs, parameters and memory of per-fold networks (of one patch size); why_missing if any lacks them."""
+    missing = [cost.why_missing for cost in costs if cost.why_missing]
+    if missing or not costs:
+        return NetworkCost(why_missing=missing[0] if missing else "no fold with results")
+    return NetworkCost(*(round(statistics.fmean(getattr(cost, name) for cost in costs))
+                         for name in ("flops", "parameters")), costs[0].patch_size,
+                       round(statistics.fmean(cost.training_memory for cost in costs)))
 
 
 def _no_results_message(dataset_folder: Path, method: Method) -> str:

@@ -36,6 +36,7 @@ from nnunet_scnas.json_input import read_json
 from nnunet_scnas.locations import plans_dir
 from nnunet_scnas.macro import check_stem_width
 from nnunet_scnas.memory import GiB
+from nnunet_scnas.random_genotype import random_genotype
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, check_plain_labels, plans_network_on_meta, read_plans
 from nnunet_scnas.search_memory import network_memory
@@ -47,6 +48,7 @@ AUTO_WIDTH_TOLERANCE = 0.10
 
 MATCH_RULES = ("flops", "memory")
 GENOTYPE_MAX_BYTES = 2**20  # a genotype is about 2 KB
+RANDOM_PREFIX = "random:"  # -g random:SEED names a random architecture of the search space
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,14 @@ def genotype_file(name_or_path: str) -> Path:
 
 
 def load_genotype(name_or_path: str) -> Genotype:
+    """A genotype file (see `genotype_file`), or `random:SEED`: the random architecture number SEED
+    (`nnunet_scnas.random_genotype`), the baseline of a search."""
+    if name_or_path.startswith(RANDOM_PREFIX):
+        seed = name_or_path[len(RANDOM_PREFIX):]
+        if not seed.isdigit():
+            raise UserError(f"bad genotype {name_or_path!r}: a random architecture is named {RANDOM_PREFIX}SEED "
+                            f"with SEED an integer >= 0, e.g. {RANDOM_PREFIX}1")
+        return random_genotype(int(seed))
     path = genotype_file(name_or_path)
     try:
         data = read_json(path, "genotype file", max_bytes=GENOTYPE_MAX_BYTES)
