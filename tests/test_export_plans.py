@@ -335,6 +335,20 @@ def test_paper_trainer_uses_adam_the_plateau_rule_and_jaccard_under_nnunets_deep
     assert len(paper.loss.weight_factors) == 3 and paper.loss.weight_factors == stock.loss.weight_factors
 
 
+def test_search_variants_change_only_the_weight_betas_or_the_loss(plans_file, brain):
+    """The benchmark's two search variants against its search, as nnUNetv2_train builds them."""
+    data = json.loads(brain.pristine_plans)["configurations"]["3d_fullres"]["data_identifier"]
+    (plans_file.parent / data).symlink_to(brain.preprocessed / data)
+    search, betas, jaccard = (nnunet_trainer(f"nnUNetTrainerSCNASSearch_cpuBenchmark{suffix}", "3d_fullres")
+                              for suffix in ("", "Betas09", "Jaccard"))
+    weights = [t.optimizer.weights.param_groups[0]["betas"] for t in (search, betas, jaccard)]
+    assert weights == [(0.1, 0.001), (0.9, 0.999), (0.1, 0.001)]
+    assert type(search.loss.loss).__name__ == type(betas.loss.loss).__name__ == "DC_and_CE_loss"
+    assert isinstance(jaccard.loss, DeepSupervisionWrapper) and isinstance(jaccard.loss.loss, SoftJaccardLoss)
+    assert jaccard.loss.weight_factors == search.loss.weight_factors
+    assert search.num_epochs == betas.num_epochs == jaccard.num_epochs
+
+
 # ----------------------------------------------------------------------------- nnU-Net's commands, slow
 
 def results_folder(dataset: PlannedDataset, trainer: str, configuration: str = "3d_fullres_scnas") -> Path:

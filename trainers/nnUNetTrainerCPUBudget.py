@@ -39,3 +39,11 @@ class nnUNetTrainerCPUBudget_quick(nnUNetTrainerCPUBudget):
     num_epochs_budget = 2
     iterations_per_epoch_budget = 3
     val_iterations_per_epoch_budget = 2
+
+
+class nnUNetTrainerCPUBenchmark(nnUNetTrainerCPUBudget):
+    """`nnunet-scnas demo --full`: the budget at which stock nnU-Net learns every label of the embedded sets
+    (docs/results.md), for every method of the benchmark alike."""
+    num_epochs_budget = 24
+    iterations_per_epoch_budget = 12
+    val_iterations_per_epoch_budget = 3

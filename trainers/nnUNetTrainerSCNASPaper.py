@@ -6,10 +6,9 @@ augmentation, deep supervision and its weights, validation). The default retrain
 `nnUNetTrainer`, so that a comparison with nnU-Net differs only in the architecture; this is the variant.
 """
 import torch
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_scnas.nnunet.training.jaccard_loss import SoftJaccardLoss
+from nnunet_scnas.nnunet.training.jaccard_loss import with_jaccard_loss
 from nnunet_scnas.nnunet.training.plateau import TrainingLossPlateau
 
 
@@ -38,13 +37,7 @@ class nnUNetTrainerSCNASPaper(nnUNetTrainer):
         return optimizer, TrainingLossPlateau(optimizer, self.plateau_patience, self.plateau_factor)
 
     def _build_loss(self):
-        jaccard = SoftJaccardLoss(regions=self.label_manager.has_regions, ignore_label=self.label_manager.ignore_label,
-                                  batch_iou=self.configuration_manager.batch_dice)
-        loss = super()._build_loss()
-        if isinstance(loss, DeepSupervisionWrapper):
-            loss.loss = jaccard  # keep nnU-Net's deep-supervision wrapper and weights, swap what it weighs
-            return loss
-        return jaccard
+        return with_jaccard_loss(super()._build_loss(), self.label_manager, self.configuration_manager.batch_dice)
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)  # logs the epoch's mean training loss

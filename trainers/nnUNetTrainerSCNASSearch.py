@@ -21,6 +21,7 @@ from nnunet_scnas.nnunet.search.split import describe_split, load_or_make_split
 from nnunet_scnas.nnunet.search.state import SearchOptimizer, TemperatureSchedule, seed_everything, seed_from
 from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
 from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
+from nnunet_scnas.nnunet.training.jaccard_loss import with_jaccard_loss
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
@@ -42,6 +43,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     search_seed = 12345  # the 4:1 split, the initial supernet, the architecture samples and the data streams
     grad_clip = 12.0  # nnU-Net's own clipping norm
     checkpoint_cells = "auto"  # True / False / "auto": on CUDA, checkpointed cells only if the plain search won't fit
+    search_loss = "nnunet"  # nnU-Net's Dice + CE, or "jaccard": the soft Jaccard loss of the paper's §3
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -100,6 +102,14 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         optimizer = SearchOptimizer(weights, architecture,
                                     PlateauSchedule(weights, self.plateau_patience, self.plateau_factor))
         return optimizer, TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end)
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        if self.search_loss == "jaccard":
+            return with_jaccard_loss(loss, self.label_manager, self.configuration_manager.batch_dice)
+        if self.search_loss != "nnunet":
+            raise ValueError(f"{type(self).__name__}.search_loss must be 'nnunet' or 'jaccard', got {self.search_loss!r}")
+        return loss
 
     def get_tr_and_val_datasets(self):
         # nnU-Net's "train" and "val" loaders become the weight-set and architecture-set loaders

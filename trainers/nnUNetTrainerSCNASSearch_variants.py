@@ -34,3 +34,23 @@ class nnUNetTrainerSCNASSearch_cpuQuick(nnUNetTrainerSCNASSearch_cpu):
     search_iterations_per_epoch = 2
     search_val_iterations_per_epoch = 1
     stem_width = 4
+
+
+class nnUNetTrainerSCNASSearch_cpuBenchmark(nnUNetTrainerSCNASSearch_cpu):
+    """`nnunet-scnas demo --full`, one search per fold: long enough for the architecture to settle (mean entropy of
+    softmax(alpha) well below ln 8), with the paper's weight-optimizer betas as printed."""
+    search_epochs = 12
+    search_iterations_per_epoch = 8
+    arch_lr = 1e-1
+    plateau_patience = 6
+
+
+class nnUNetTrainerSCNASSearch_cpuBenchmarkBetas09(nnUNetTrainerSCNASSearch_cpuBenchmark):
+    """The same search with Adam's usual betas for the weights: (0.1, 0.001) as printed makes Adam close to
+    sign-SGD (steps of about lr whatever the gradient's size)."""
+    weight_betas = (0.9, 0.999)
+
+
+class nnUNetTrainerSCNASSearch_cpuBenchmarkJaccard(nnUNetTrainerSCNASSearch_cpuBenchmark):
+    """The same search with the paper's soft Jaccard loss in place of nnU-Net's Dice + CE."""
+    search_loss = "jaccard"

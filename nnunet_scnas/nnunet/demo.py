@@ -1,45 +1,66 @@
 """`nnunet-scnas demo`: the whole method on the embedded data, through nnU-Net's own commands.
 
-brain-tumour-like set -> plan/preprocess -> architecture search (fold 0) -> export the genotype as a plans
-configuration, width FLOPs-matched to stock nnU-Net -> train stock nnU-Net and the derived network with the
-same trainer and budget -> nnU-Net's validation -> comparison table; then the same genotype transferred to
-the CT-like set, trained and compared there too.
+brain-tumour-like set -> plan/preprocess -> one architecture search per fold, on that fold's training cases
+only -> each fold's genotype exported as its own plans configuration (`3d_fullres_scnas_fold<F>`), width
+FLOPs-matched to stock nnU-Net; random architectures exported the same way -> stock nnU-Net, the searched
+and the random networks trained with one trainer and budget, fold by fold -> nnU-Net's validation ->
+comparison (tables, paired tests, verdicts, report.html); then fold 0's genotype transferred to the CT-like
+set (`3d_fullres_scnas`), trained and compared there beside stock nnU-Net and a random architecture.
+Profiles: `quick` (tests: minutes, numbers mean nothing), `default` (fold 0, ~15 minutes on 2 cores) and
+`full` (the benchmark: 5 folds, two random architectures, two search variants on fold 0; hours).
 
 The working folder holds nnU-Net's three folders and `demo_state.json`: a re-run with the same settings
-skips the finished stages (and resumes an interrupted training with `--c`); other settings are refused.
+skips the finished stages (and resumes an interrupted training with `--c`); other settings are refused
+(`staged_run.py`).
 """
-import os
-import tempfile
-import time
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nnunet_scnas import __version__
-from nnunet_scnas.atomic import write_json
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.json_input import read_json
-from nnunet_scnas.nnunet.commands import nnunet_paths, run_nnunet
+from nnunet_scnas.nnunet.commands import run_nnunet
+from nnunet_scnas.nnunet.staged_run import StagedRun
 
 BRAIN_ID, LUNG_ID = 901, 902
-SEARCH_FOLD = 0
+DATASET_NAMES = {BRAIN_ID: "Dataset901_SimBrainTumour", LUNG_ID: "Dataset902_SimLungNodule"}
+VARIANT_FOLD = 0  # the search variants are searched and retrained on this fold only
+TRANSFER_FOLD = 0  # whose genotype is transferred to the CT-like set
+
+
+@dataclass(frozen=True)
+class SearchVariant:
+    key: str  # in the configuration's name: 3d_fullres_scnas_<key>
+    title: str
+    trainer: str
 
 
 @dataclass(frozen=True)
 class DemoProfile:
     search_trainer: str
-    train_trainer: str  # both sides of every comparison train with this one
+    train_trainer: str  # every method of every comparison trains with this one
     folds: tuple[int, ...]
     brain_cases: int
     lung_cases: int
     size: int | None  # make-dataset --size (None: the dataset's default)
     width: str  # export-plans --width: "auto" matches stock nnU-Net's FLOPs
+    random_seeds: tuple[int, ...] = ()  # random architectures (random:SEED), the baseline a search must beat
+    search_variants: tuple[SearchVariant, ...] = ()
 
 
 PROFILES = {
     "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10, None, "auto"),
     # the whole chain with the least work: 7 cases (5 to train on in fold 0, the search's minimum), the
     # smallest volumes that take three downsamplings, and a narrow derived network
-    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, "8"),
+    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, "8",
+                         random_seeds=(0,)),
+    "full": DemoProfile(
+        "nnUNetTrainerSCNASSearch_cpuBenchmark", "nnUNetTrainerCPUBenchmark", (0, 1, 2, 3, 4), 20, 10, None, "auto",
+        random_seeds=(0, 1),
+        search_variants=(SearchVariant("betas09", "weight betas (0.9, 0.999)",
+                                       "nnUNetTrainerSCNASSearch_cpuBenchmarkBetas09"),
+                         SearchVariant("jaccard", "Jaccard loss in the search",
+                                       "nnUNetTrainerSCNASSearch_cpuBenchmarkJaccard"))),
 }
 
 
@@ -53,87 +74,65 @@ def _make_dataset(name: str, raw: Path, cases: int, size: int | None, dataset_id
     print(f"wrote {folder}", flush=True)
 
 
-def _export_plans(dataset_id: int, genotype: Path, width: str) -> None:
+def _export_plans(dataset_id: int, genotype: str, width: str, target: str) -> None:
     from nnunet_scnas.nnunet.export.plans_export import export_plans
 
     width = width if width == "auto" else int(width)
-    print(export_plans(str(dataset_id), str(genotype), width=width, force=True).summary(), flush=True)
+    print(export_plans(str(dataset_id), genotype, target=target, width=width, force=True).summary(), flush=True)
 
 
-def _compare(dataset_id: int, folds, output_dir: Path, trainer: str) -> None:
-    from nnunet_scnas.nnunet.compare.comparison import compare
-    from nnunet_scnas.nnunet.compare.report import terminal_summary
-    from nnunet_scnas.nnunet.compare.results import Method
+def check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
 
-    methods = [Method("nnU-Net", trainer, "3d_fullres"), Method("SCNAS", trainer, "3d_fullres_scnas")]
-    print(terminal_summary(compare(dataset_id, methods, folds, output_dir)), flush=True)
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda, but torch sees no CUDA device: use --device cpu (the default)")
 
 
-class Demo:
-    def __init__(self, workdir, quick: bool, device: str, force: bool = False):
-        self.workdir = Path(workdir).resolve()
-        self.profile_name = "quick" if quick else "default"
-        self.profile = PROFILES[self.profile_name]
-        if device == "cuda":
-            import torch
+def random_name(seed: int) -> str:
+    return f"random-{seed}"
 
-            if not torch.cuda.is_available():
-                raise UserError("--device cuda, but torch sees no CUDA device: use --device cpu (the default)")
+
+class Demo(StagedRun):
+    kind = "demo"
+
+    def __init__(self, workdir, profile: str, device: str, force: bool = False):
+        if profile not in PROFILES:
+            raise UserError(f"unknown demo profile {profile!r}; valid: {', '.join(PROFILES)}")
+        self.profile_name, self.profile = profile, PROFILES[profile]
+        check_device(device)
         self.device = device
-        self.state_file = self.workdir / "demo_state.json"
-        self.settings = {"profile": self.profile_name, "device": device, "nnunet_scnas": __version__,
-                         **asdict(self.profile)}
-        self.settings["folds"] = list(self.profile.folds)
-        self.done = self._load_state(force)
+        settings = {"profile": profile, "device": device, "nnunet_scnas": __version__,
+                    **json.loads(json.dumps(asdict(self.profile)))}  # tuples as lists: as the state file has them
+        super().__init__(workdir, settings, force)
 
-    def _check_workdir(self) -> None:
-        """The working folder is a folder this user can write in (created if missing), before anything else."""
-        if self.workdir.exists() and not self.workdir.is_dir():
-            raise UserError(f"--workdir {self.workdir} is a file, not a folder: give a folder (it is created if "
-                            f"missing)")
-        try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=self.workdir).close()
-        except OSError as error:
-            raise UserError(f"cannot write in --workdir {self.workdir} ({error.strerror}): give a folder you can "
-                            f"write in") from None
+    # ---------------------------------------------------------------------------------------------- where
 
-    def _load_state(self, force: bool) -> list[str]:
-        self._check_workdir()
-        if self.state_file.is_file() and not force:
-            try:
-                state = read_json(self.state_file, "demo state")
-                settings, done = dict(state["settings"]), list(state["done"])
-            except (ValueError, KeyError, TypeError):
-                raise UserError(f"{self.state_file} is damaged: --force starts the demo over") from None
-            if settings != self.settings:
-                raise UserError(
-                    f"{self.workdir} holds a demo run with other settings ({settings.get('profile')}, "
-                    f"device {settings.get('device')}): use another --workdir, or --force to start it over")
-            return done
-        if self.workdir.exists() and any(self.workdir.iterdir()) and not force:
-            if not self.state_file.is_file():
-                raise UserError(f"{self.workdir} is not empty and is not a demo folder: choose another --workdir")
-        if force and self.workdir.exists():
-            import shutil
+    def search_folder(self, fold: int, trainer: str | None = None) -> Path:
+        trainer = trainer or self.profile.search_trainer
+        return (self.workdir / "nnUNet_results" / DATASET_NAMES[BRAIN_ID] / f"{trainer}__nnUNetPlans__3d_fullres" /
+                f"fold_{fold}")
 
-            shutil.rmtree(self.workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        return []
+    def results_folder(self, dataset_id: int) -> Path:
+        return self.workdir / "comparison" / f"Dataset{dataset_id}"
 
-    def _save_state(self) -> None:
-        write_json(self.state_file, {"settings": self.settings, "done": self.done})
+    # --------------------------------------------------------------------------------------------- what
 
-    def _train_args(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> list:
-        return [dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c"]
+    def methods(self, dataset_id: int) -> list:
+        """The compared methods on a dataset, stock nnU-Net first: name -> configuration."""
+        from nnunet_scnas.nnunet.compare.results import Method
 
-    def search_folder(self) -> Path:
-        return (self.workdir / "nnUNet_results" / f"Dataset{BRAIN_ID}_SimBrainTumour" /
-                f"{self.profile.search_trainer}__nnUNetPlans__3d_fullres" / f"fold_{SEARCH_FOLD}")
+        trainer, seeds = self.profile.train_trainer, self.profile.random_seeds
+        searched = "3d_fullres_scnas_fold{fold}" if dataset_id == BRAIN_ID else "3d_fullres_scnas"
+        randoms = seeds if dataset_id == BRAIN_ID else seeds[:1]
+        return [Method("nnU-Net", trainer, "3d_fullres"), Method("SCNAS", trainer, searched),
+                *(Method(random_name(seed), trainer, f"3d_fullres_random{seed}") for seed in randoms)]
+
+    def _train(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> None:
+        run_nnunet("nnUNetv2_train", dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c")
 
     def stages(self):
         p = self.profile
-        genotype = self.search_folder() / "genotype.json"
         raw = self.workdir / "nnUNet_raw"
         stages = [
             ("make brain-tumour-like dataset",
@@ -141,68 +140,110 @@ class Demo:
             ("plan and preprocess (nnU-Net)", lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
                                                                  "-c", "3d_fullres", "-np", 2,
                                                                  "--verify_dataset_integrity")),
-            (f"architecture search on fold {SEARCH_FOLD} ({p.search_trainer})",
-             lambda: run_nnunet("nnUNetv2_train", *self._train_args(BRAIN_ID, "3d_fullres", SEARCH_FOLD,
-                                                                     p.search_trainer))),
-            (f"export the genotype as configuration 3d_fullres_scnas (width {p.width})",
-             lambda: _export_plans(BRAIN_ID, genotype, p.width)),
         ]
-        stages += self._train_and_compare_stages(BRAIN_ID, "brain-tumour-like")
+        for fold in p.folds:
+            stages += [
+                (f"architecture search on fold {fold} ({p.search_trainer})",
+                 lambda f=fold: self._train(BRAIN_ID, "3d_fullres", f, p.search_trainer)),
+                (f"export fold {fold}'s genotype as configuration 3d_fullres_scnas_fold{fold} (width {p.width})",
+                 lambda f=fold: _export_plans(BRAIN_ID, str(self.search_folder(f) / "genotype.json"), p.width,
+                                              f"3d_fullres_scnas_fold{f}"))]
+        for seed in p.random_seeds:
+            stages.append((f"export the random architecture random:{seed} as configuration 3d_fullres_random{seed}",
+                           lambda s=seed: _export_plans(BRAIN_ID, f"random:{s}", p.width, f"3d_fullres_random{s}")))
+        for variant in p.search_variants:
+            stages += [
+                (f"search variant '{variant.title}' on fold {VARIANT_FOLD} ({variant.trainer})",
+                 lambda v=variant: self._train(BRAIN_ID, "3d_fullres", VARIANT_FOLD, v.trainer)),
+                (f"export its genotype as configuration 3d_fullres_scnas_{variant.key}",
+                 lambda v=variant: _export_plans(BRAIN_ID, str(self.search_folder(VARIANT_FOLD, v.trainer) /
+                                                               "genotype.json"), p.width, f"3d_fullres_scnas_{v.key}"))]
+        stages += self._train_stages(BRAIN_ID, "brain-tumour-like", p.folds)
+        for variant in p.search_variants:
+            stages.append((f"train the network of search variant '{variant.title}', fold {VARIANT_FOLD}",
+                           lambda v=variant: self._train(BRAIN_ID, f"3d_fullres_scnas_{v.key}", VARIANT_FOLD,
+                                                         p.train_trainer)))
+        stages.append(("compare on the brain-tumour-like set", lambda: self._compare(BRAIN_ID)))
+        transfer_genotype = str(self.search_folder(TRANSFER_FOLD) / "genotype.json")
         stages += [
             ("make CT-like dataset (transfer target)",
              lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.size, LUNG_ID)),
             ("plan and preprocess the CT-like dataset (nnU-Net)",
              lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
                                 "--verify_dataset_integrity")),
-            ("transfer: export the brain-tumour genotype to the CT-like dataset",
-             lambda: _export_plans(LUNG_ID, genotype, p.width)),
+            (f"transfer: export fold {TRANSFER_FOLD}'s brain-tumour genotype to the CT-like dataset",
+             lambda: _export_plans(LUNG_ID, transfer_genotype, p.width, "3d_fullres_scnas")),
         ]
-        stages += self._train_and_compare_stages(LUNG_ID, "CT-like")
+        for seed in p.random_seeds[:1]:
+            stages.append((f"export random:{seed} to the CT-like dataset",
+                           lambda s=seed: _export_plans(LUNG_ID, f"random:{s}", p.width, f"3d_fullres_random{s}")))
+        stages += self._train_stages(LUNG_ID, "CT-like", p.folds)
+        stages.append(("compare on the CT-like set", lambda: self._compare(LUNG_ID)))
         return stages
 
-    def _train_and_compare_stages(self, dataset_id: int, label: str):
-        p = self.profile
+    def _train_stages(self, dataset_id: int, label: str, folds):
+        """Fold by fold, every method: a run stopped half-way leaves whole folds to compare."""
         stages = []
-        for fold in p.folds:
-            for configuration, who in (("3d_fullres", "stock nnU-Net"), ("3d_fullres_scnas", "SCNAS network")):
-                stages.append((f"train {who} ({configuration}) on the {label} set, fold {fold}",
-                               lambda c=configuration, f=fold: run_nnunet(
-                                   "nnUNetv2_train", *self._train_args(dataset_id, c, f, p.train_trainer))))
-        stages.append((f"compare on the {label} set",
-                       lambda: _compare(dataset_id, p.folds, self.results_folder(dataset_id), p.train_trainer)))
+        for fold in folds:
+            for method in self.methods(dataset_id):
+                configuration = method.fold_configuration(fold)
+                stages.append((f"train {method.name} ({configuration}) on the {label} set, fold {fold}",
+                               lambda c=configuration, f=fold: self._train(dataset_id, c, f, self.profile.train_trainer)))
         return stages
 
-    def results_folder(self, dataset_id: int) -> Path:
-        return self.workdir / "comparison" / f"Dataset{dataset_id}"
+    def _compare(self, dataset_id: int) -> None:
+        from nnunet_scnas.nnunet.compare.comparison import Contrast, compare
+        from nnunet_scnas.nnunet.compare.report import terminal_summary
+        from nnunet_scnas.nnunet.compare.results import Method
+
+        methods = self.methods(dataset_id)
+        randoms = tuple(m.name for m in methods if m.name.startswith("random-"))
+        contrasts = [Contrast("SCNAS", randoms if len(randoms) > 1 else randoms[0])] if randoms else []
+        output = self.results_folder(dataset_id)
+        print(terminal_summary(compare(dataset_id, methods, self.profile.folds, output, contrasts)), flush=True)
+        if dataset_id == BRAIN_ID and self.profile.search_variants:
+            trainer = self.profile.train_trainer
+            variants = [Method("nnU-Net", trainer, "3d_fullres"),
+                        Method("SCNAS", trainer, f"3d_fullres_scnas_fold{VARIANT_FOLD}"),
+                        *(Method(f"SCNAS, {v.title}", trainer, f"3d_fullres_scnas_{v.key}")
+                          for v in self.profile.search_variants)]
+            print(terminal_summary(compare(dataset_id, variants, (VARIANT_FOLD,), output / "search_variants")),
+                  flush=True)
+        if dataset_id == BRAIN_ID:
+            self._write_search_summary(output)
+
+    def searches(self) -> list[tuple[str, Path]]:
+        """(name, fold folder) of every search of the profile."""
+        searches = [(f"fold {fold}", self.search_folder(fold)) for fold in self.profile.folds]
+        searches += [(f"fold {VARIANT_FOLD}, {v.title}", self.search_folder(VARIANT_FOLD, v.trainer))
+                     for v in self.profile.search_variants]
+        return searches
+
+    def _write_search_summary(self, output: Path) -> None:
+        from nnunet_scnas.atomic import write_text
+        from nnunet_scnas.nnunet.search.summary import read_search_summary, summary_table
+
+        summaries = [read_search_summary(folder, name) for name, folder in self.searches()]
+        header, rows = summary_table(summaries)
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                 *("| " + " | ".join(row) + " |" for row in rows)]
+        write_text(output / "search_summary.md", "# Did the searches decide?\n\n" + "\n".join(lines) + "\n")
+        for summary in summaries:
+            print(f"search {summary.name}: mean entropy {summary.entropy_start:.3f} -> {summary.entropy_end:.3f}, "
+                  f"{summary.edges_changed_at_end} edges changed in the last epochs, "
+                  f"{summary.parameter_free_edges} parameter-free", flush=True)
+
+    # ---------------------------------------------------------------------------------------------- run
 
     def run(self) -> None:
-        os.environ.update(nnunet_paths(self.workdir))
-        # nnU-Net exports validation predictions with 8 worker processes by default: too many for a laptop
-        os.environ.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
-        # matplotlib (the plots) keeps its caches here rather than in the home folder: the demo writes in its
-        # working folder only
-        os.environ.setdefault("MPLCONFIGDIR", str(self.workdir / ".matplotlib"))
-        stages = self.stages()
-        started = time.time()
-        for number, (title, action) in enumerate(stages, start=1):
-            header = f"[{number}/{len(stages)}] {title}"
-            if title in self.done:
-                print(f"\n=== {header}: done in an earlier run, skipped", flush=True)
-                continue
-            print(f"\n=== {header}", flush=True)
-            stage_start = time.time()
-            action()
-            self.done.append(title)
-            self._save_state()
-            print(f"=== {header}: finished in {time.time() - stage_start:.0f} s", flush=True)
-        self._print_summary(time.time() - started)
+        self._print_summary(self.run_stages())
 
     def _print_summary(self, seconds: float) -> None:
-        search_folder = self.search_folder()
+        search_folder = self.search_folder(TRANSFER_FOLD)
         print(f"\nDemo finished in {seconds / 60:.1f} min ({self.profile_name} profile, device {self.device}).")
         for dataset_id in (BRAIN_ID, LUNG_ID):
             folder = self.results_folder(dataset_id)
             print(f"  Dataset{dataset_id}: table {folder / 'comparison.md'}, plot {folder / 'comparison.png'}")
-        print(f"  genotype: {search_folder / 'genotype.json'}")
+        print(f"  genotype (fold {TRANSFER_FOLD}): {search_folder / 'genotype.json'}")
         print(f"  search plots: {search_folder / 'search_progress.png'}")
         print(f"  cell drawings: {search_folder / 'cells'}")

@@ -46,3 +46,16 @@ class SoftJaccardLoss(nn.Module):
         intersection = (probabilities * reference).sum(axes)
         union = (probabilities + reference).sum(axes) - intersection
         return 1 - ((intersection + self.smooth) / (union + self.smooth)).mean()
+
+
+def with_jaccard_loss(nnunet_loss: nn.Module, label_manager, batch_dice: bool) -> nn.Module:
+    """nnU-Net's loss (from `nnUNetTrainer._build_loss`) with the soft Jaccard loss in place of Dice + CE: under
+    deep supervision nnU-Net's wrapper and its weights stay, only what it weighs changes."""
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    jaccard = SoftJaccardLoss(regions=label_manager.has_regions, ignore_label=label_manager.ignore_label,
+                              batch_iou=batch_dice)
+    if isinstance(nnunet_loss, DeepSupervisionWrapper):
+        nnunet_loss.loss = jaccard
+        return nnunet_loss
+    return jaccard
