@@ -74,7 +74,7 @@ class Comparison:
 
 
 def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, output_dir=None) -> Comparison:
-    """Compare `methods` on `dataset`; writes comparison.md/.csv/.png to `output_dir`
+    """Compare `methods` on `dataset`; writes comparison.md/.csv/.png and report.html to `output_dir`
     (default `$nnUNet_results/DatasetXXX_Name/scnas_compare`) and returns the numbers and the file paths.
 
     Raises UserError when nothing can be compared (no results, an unknown trainer or configuration, a method
