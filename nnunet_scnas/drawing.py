@@ -1,7 +1,7 @@
-"""Pictures of a genotype's cells, like the paper's Fig. 2: inputs, 4 nodes, one labelled arrow per edge.
+"""Pictures of a genotype's cells, like the paper's Fig. 2: inputs, 4 nodes, one labelled connection per edge.
 
-Graphviz `dot` draws the cell when it is on PATH; otherwise (or if it fails) matplotlib draws it. Edges
-whose op is `zero` are not drawn.
+Graphviz `dot` draws the cell when it is on PATH; otherwise (or if it fails) matplotlib draws it on a grid with
+one cell per edge, so that no two labels overlap (see `cell_figure`). Edges whose op is `zero` are not drawn.
 """
 import shutil
 import subprocess
@@ -59,49 +59,66 @@ def _draw(genotype: Genotype, cell_type: str, path: Path) -> None:
 
 
 def _draw_with_matplotlib(genotype: Genotype, cell_type: str, path: Path) -> None:
+    cell_figure(genotype, cell_type).savefig(path, format="png", dpi=120)
+
+
+# The matplotlib layout: a grid, in inches (the axes fill the figure, one data unit per inch, so that text sizes
+# in points and positions agree). State i sits on the diagonal, at column i and row i; the op of edge "j<-i" sits
+# at column j, row i, a cell of its own, so no two labels can meet. A wire leaves state i to the right along its
+# row (in the state's colour) through its ops, and each node's wire comes down its column through the ops that
+# feed it; below the diagonal each node drops to the concat bus.
+_COLUMN = 1.65  # wide enough for the longest op name at 8 pt
+_ROW = 0.5
+_MARGIN = 0.3
+
+
+def cell_figure(genotype: Genotype, cell_type: str):
+    """The matplotlib Figure of one cell (what `draw_cell` saves when graphviz is missing); see the layout above."""
     # the object API with an Agg canvas: no pyplot, so no global backend state is touched
+    from matplotlib import patheffects
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # inputs left, nodes on one line, the concat right
-    position = {0: (0.0, 1.4), 1: (0.0, -1.4), "out": (2.4 * (NUM_NODES + 1), 0.0)}
-    for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
-        position[node] = (2.4 * (node - 1), 0.0)
+    states = range(NUM_INPUTS + NUM_NODES)
+    nodes = range(NUM_INPUTS, NUM_INPUTS + NUM_NODES)
 
-    figure = Figure(figsize=(12, 5))
+    def at(column: float, row: float) -> tuple[float, float]:
+        return column * _COLUMN, -row * _ROW
+
+    bus_row, out_column = len(states), len(states) + 0.1  # the concat bus, under the grid
+    left, right = at(-0.5, 0)[0] - _MARGIN, at(out_column + 0.4, 0)[0] + _MARGIN
+    bottom, top = at(0, bus_row + 0.5)[1] - _MARGIN, at(0, -1.2)[1] + _MARGIN
+    figure = Figure(figsize=(right - left, top - bottom))
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.set_title(cell_type)
-    axes.set_xlim(-1.5, position["out"][0] + 1.2)
-    axes.set_ylim(-3.0, 3.0)
-    axes.set_aspect("equal")
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.set_xlim(left, right)
+    axes.set_ylim(bottom, top)
     axes.axis("off")
+    axes.text(left + _MARGIN, top - _MARGIN, cell_type, fontsize=12, ha="left", va="top", fontweight="bold")
+    colors = {state: f"C{state}" for state in states}
 
-    def arrow(start, end, rad, **style):
-        axes.annotate("", xy=end, xytext=start, arrowprops=dict(
-            arrowstyle="-|>", connectionstyle=f"arc3,rad={rad}", shrinkA=18, shrinkB=18, **style))
-
-    for source, target, op in _edges(genotype, cell_type):
-        (x0, y0), (x1, y1) = position[source], position[target]
-        # neighbours on the line: straight; longer edges bend more the more nodes they skip, inputs' edges
-        # and the others alternating above and below the line so that arcs and labels separate
-        skipped = target - max(source, NUM_INPUTS - 1) - 1
-        rad = 0.0 if skipped <= 0 else (0.2 + 0.12 * skipped) * (1 if (source + target) % 2 else -1)
-        arrow((x0, y0), (x1, y1), rad, color="black")
-        # label on the arc (a quadratic Bezier with control point c), nearer the source for the inputs' edges,
-        # whose arcs converge on the first nodes; above the line for straight edges
-        cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
-        t = 0.3 if source < NUM_INPUTS else 0.5
-        lx = (1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t ** 2 * x1
-        ly = (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t ** 2 * y1 + (0.25 if rad == 0 else 0.0)
-        axes.text(lx, ly, op, fontsize=8, ha="center", va="center",
-                  bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.85))
-    for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
-        arrow(position[node], position["out"], 0.08 * (NUM_INPUTS + NUM_NODES - node), color="gray",
-              linestyle="--")
-    labels = {0: _INPUT_NAMES[0], 1: _INPUT_NAMES[1], "out": "concat"}
-    colors = {0: "lightblue", 1: "lightblue", "out": "palegreen"}
-    for key, (x, y) in position.items():
-        axes.text(x, y, labels.get(key, f"x{key}"), ha="center", va="center", fontsize=9,
-                  bbox=dict(boxstyle="round,pad=0.4", facecolor=colors.get(key, "lightyellow")))
-    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    edges = _edges(genotype, cell_type)
+    for state in states:
+        targets = [target for source, target, _ in edges if source == state]
+        if targets:  # the state's wire, out to its last op
+            axes.plot(*zip(at(state, state), at(max(targets), state)), color=colors[state], lw=1.5, zorder=1)
+    for node in nodes:
+        sources = [source for source, target, _ in edges if target == node]
+        # over the rows' wires, with a white edge: a wire that crosses a column without an op there shows a gap
+        axes.annotate("", xy=at(node, node), xytext=at(node, min(sources)), zorder=2, arrowprops=dict(
+            arrowstyle="-|>", color="black", lw=1.2, shrinkA=0, shrinkB=10,
+            path_effects=[patheffects.Stroke(linewidth=5, foreground="white"), patheffects.Normal()]))
+        axes.plot(*zip(at(node, node), at(node, bus_row)), color="gray", linestyle="--", lw=1, zorder=0)
+    axes.annotate("", xy=at(out_column, bus_row), xytext=at(NUM_INPUTS, bus_row), zorder=0, arrowprops=dict(
+        arrowstyle="-|>", color="gray", linestyle="--", lw=1, shrinkA=0, shrinkB=22))
+    for source, target, op in edges:
+        axes.text(*at(target, source), op, fontsize=8, ha="center", va="center", zorder=3,
+                  bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=colors[source], lw=1))
+    for state in states:
+        name = _INPUT_NAMES[state] if state < NUM_INPUTS else f"x{state}"
+        axes.text(*at(state, state), name, ha="center", va="center", fontsize=9, zorder=4,
+                  bbox=dict(boxstyle="round,pad=0.4", facecolor="lightblue" if state < NUM_INPUTS else "lightyellow",
+                            edgecolor=colors[state], lw=1.5))
+    axes.text(*at(out_column, bus_row), "concat", ha="center", va="center", fontsize=9, zorder=4,
+              bbox=dict(boxstyle="round,pad=0.4", facecolor="palegreen"))
+    return figure

@@ -18,7 +18,7 @@ def add_arguments(parser):
     parser.add_argument("-f", dest="folds", metavar="FOLD", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="folds to compare (default: 0 1 2 3 4)")
     parser.add_argument("-o", dest="output_dir", metavar="OUTPUT_DIR",
-                        help="where to write comparison.md/.csv/.png (default: $nnUNet_results/DATASET/scnas_compare)")
+                        help="where to write comparison.md/.csv/.png and report.html (default: $nnUNet_results/DATASET/scnas_compare)")
 
 
 def run(args) -> int:

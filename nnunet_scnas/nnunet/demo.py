@@ -243,7 +243,8 @@ class Demo(StagedRun):
         print(f"\nDemo finished in {seconds / 60:.1f} min ({self.profile_name} profile, device {self.device}).")
         for dataset_id in (BRAIN_ID, LUNG_ID):
             folder = self.results_folder(dataset_id)
-            print(f"  Dataset{dataset_id}: table {folder / 'comparison.md'}, plot {folder / 'comparison.png'}")
+            print(f"  Dataset{dataset_id}: table {folder / 'comparison.md'}, plot {folder / 'comparison.png'}, "
+                  f"all on one page {folder / 'report.html'}")
         print(f"  genotype (fold {TRANSFER_FOLD}): {search_folder / 'genotype.json'}")
         print(f"  search plots: {search_folder / 'search_progress.png'}")
         print(f"  cell drawings: {search_folder / 'cells'}")

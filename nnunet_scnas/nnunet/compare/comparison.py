@@ -120,10 +120,11 @@ class Comparison:
 
 
 def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, output_dir=None,
-            contrasts=()) -> Comparison:
-    """Compare `methods` on `dataset`; writes comparison.md/.csv/.png to `output_dir`
+            contrasts=(), extra_sections=()) -> Comparison:
+    """Compare `methods` on `dataset`; writes comparison.md/.csv/.png and report.html to `output_dir`
     (default `$nnUNet_results/DatasetXXX_Name/scnas_compare`) and returns the numbers and the file paths.
-    `contrasts` (`Contrast`s) are tested besides every method against the first.
+    `contrasts` (`Contrast`s) are tested besides every method against the first; `extra_sections`
+    (`html_report.Section`s) end report.html.
 
     Raises UserError when nothing can be compared (no results, an unknown trainer or configuration, a method
     without any of the folds, a contrast naming an unknown method).
@@ -150,7 +151,8 @@ def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, ou
                 f"nothing to compare: {method.method.name} ({method.folder}) has none of folds "
                 f"{', '.join(map(str, folds))} ({method.missing_text})")
     comparison = summarize(dataset_folder.name, folds, trained, contrasts)
-    comparison.files = write_report(comparison, Path(output_dir) if output_dir else dataset_folder / OUTPUT_FOLDER_NAME)
+    comparison.files = write_report(comparison, Path(output_dir) if output_dir else dataset_folder / OUTPUT_FOLDER_NAME,
+                                    extra_sections)
     return comparison
 
 

@@ -1,61 +1,99 @@
 """The files of a comparison: comparison.md (tables shaped like the paper's Table 1), comparison.csv (one row
-per method x label) and comparison.png (per-label Dice, one box per method). All written atomically."""
+per method x label), comparison.png (per-label Dice, one box per method) and report.html (all of it on one
+self-contained page, plus the sections another command adds). All written atomically.
+
+Each table is built once as data, `(header, rows)` of cell strings (`dice_rows`, `cost_rows`, `paired_rows`),
+and so is each caption: the markdown and the HTML page render the same strings.
+"""
 import csv
 import io
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from nnunet_scnas.atomic import atomic_path, write_text
+from nnunet_scnas.nnunet.compare.html_report import HtmlReport, Image, Paragraph, Section, Table
 
 NOT_AVAILABLE = "n/a"
+DICE_CAPTION = ("Dice (%) on each fold's validation cases, mean ± std over folds (nnU-Net's "
+                "`fold_N/validation/summary.json`; average = nnU-Net's foreground mean).")
+COST_CAPTION = "Network cost (FLOPs of one forward pass at the configuration's patch size, batch 1) and training time."
+PLOT_CAPTION = "Dice per validation case: per label one box per method, the cases drawn as points over it."
+
+TableData = tuple[list[str], list[list[str]]]  # header, rows of cells
 
 
-def write_report(comparison, output_dir: Path) -> dict[str, Path]:
-    """Write the three files of `comparison` (a `compare.Comparison`) to `output_dir`; returns their paths."""
+def write_report(comparison, output_dir: Path, extra_sections: Sequence[Section] = ()) -> dict[str, Path]:
+    """Write the four files of `comparison` (a `compare.Comparison`) to `output_dir`; returns their paths.
+
+    `extra_sections` (`html_report.Section`s) are appended to report.html after the comparison's own parts,
+    their images inlined like the comparison plot: e.g. a benchmark's search plots, cell drawings and the
+    commands, machine and versions it ran with.
+    """
     files = {"markdown": output_dir / "comparison.md", "csv": output_dir / "comparison.csv",
-             "png": output_dir / "comparison.png"}
+             "png": output_dir / "comparison.png", "html": output_dir / "report.html"}
     write_text(files["markdown"], markdown(comparison))
     write_text(files["csv"], csv_text(comparison))
     plot(comparison, files["png"])
+    html_page(comparison, files["png"], extra_sections).write(files["html"])
     return files
 
 
 def markdown(comparison) -> str:
-    baseline = comparison.methods[0].method.name
-    parts = [f"# {comparison.dataset}: {' vs '.join(m.method.name for m in comparison.methods)}", ""]
+    parts = [f"# {_title(comparison)}", ""]
     if comparison.partial:
-        parts += [f"> **PARTIAL COMPARISON**: {missing_folds_text(comparison)}. Each mean is over the folds its "
-                  f"method has (see the folds column); the paired tests use only folds that both sides have.", ""]
-    parts += ["Dice (%) on each fold's validation cases, mean ± std over folds (nnU-Net's "
-              "`fold_N/validation/summary.json`; average = nnU-Net's foreground mean).", "",
-              dice_table(comparison), "",
-              "Network cost (FLOPs of one forward pass at the configuration's patch size, batch 1) and training time.",
-              "", cost_table(comparison), ""]
-    parts += [f"Paired per case: mean Dice difference in points (method − reference; every method against "
-              f"{baseline}, and the contrasts asked for) over the validation cases both have, Wilcoxon "
-              f"signed-rank two-sided p, n = pairs (p is n/a with too few pairs or no differences at all).", "",
-              paired_table(comparison), "",
-              "Verdicts (average Dice per case; each contrast tested on its own, no correction for their number):", "",
+        parts += [f"> **PARTIAL COMPARISON**: {_partial_note(comparison)}", ""]
+    parts += [DICE_CAPTION, "", dice_table(comparison), "", COST_CAPTION, "", cost_table(comparison), ""]
+    parts += [_paired_caption(comparison), "", paired_table(comparison), "", VERDICTS_CAPTION, "",
               *(f"- {line}" for line in comparison.verdicts()), ""]
-    parts.append(f"Folds requested: {_folds(comparison.folds)}. Folds found: " + "; ".join(
-        f"{m.method.name} {_folds(m.folds)}" + (f" (missing {m.missing_text})" if m.missing_folds else "")
-        for m in comparison.methods) + ".")
-    cost_notes = [f"- {m.method.name}: {m.cost.why_missing}" for m in comparison.methods if m.cost.why_missing]
+    parts.append(_folds_found(comparison))
+    cost_notes = [f"- {note}" for note in _cost_notes(comparison)]
     parts += ["", *cost_notes] if cost_notes else []
     return "\n".join(parts) + "\n"
 
 
+def html_page(comparison, plot_path: Path, extra_sections: Sequence[Section] = ()) -> HtmlReport:
+    """The page of report.html: the markdown's parts in its order, the per-case plot under the Dice table, then
+    `extra_sections`."""
+    page = HtmlReport(_title(comparison))
+    if comparison.partial:
+        page.add_paragraph(f"PARTIAL COMPARISON: {_partial_note(comparison)}", warning=True)
+    page.add_section(Section("Dice", [Paragraph(DICE_CAPTION), Table(*dice_rows(comparison)),
+                                      Image(plot_path, PLOT_CAPTION)]))
+    page.add_section(Section("Network cost", [Paragraph(COST_CAPTION), Table(*cost_rows(comparison)),
+                                              *map(Paragraph, _cost_notes(comparison))]))
+    page.add_section(Section("Paired per case", [Paragraph(_paired_caption(comparison)),
+                                                 Table(*paired_rows(comparison)), Paragraph(VERDICTS_CAPTION),
+                                                 *(Paragraph(line) for line in comparison.verdicts())]))
+    page.add_section(Section("Folds", [Paragraph(_folds_found(comparison))]))
+    for section in extra_sections:
+        page.add_section(section)
+    return page
+
+
 def dice_table(comparison) -> str:
+    return _table(*dice_rows(comparison))
+
+
+def cost_table(comparison) -> str:
+    return _table(*cost_rows(comparison))
+
+
+def paired_table(comparison) -> str:
+    return _table(*paired_rows(comparison))
+
+
+def dice_rows(comparison) -> TableData:
     """Rows = methods, columns = labels + average, cells "mean ± std" of Dice in % (the paper's Table 1)."""
     rows = []
     for method in comparison.methods:
         name, n_folds = method.method.name, len(method.folds)
         cells = [_dice_cell(comparison.dice[name, label], n_folds) for label in comparison.labels]
         rows.append([name, *cells, f"{n_folds} of {len(comparison.folds)}"])
-    return _table(["Method", *comparison.labels.values(), "folds"], rows)
+    return ["Method", *comparison.labels.values(), "folds"], rows
 
 
-def cost_table(comparison) -> str:
+def cost_rows(comparison) -> TableData:
     rows = []
     for method in comparison.methods:
         cost = method.cost
@@ -65,18 +103,18 @@ def cost_table(comparison) -> str:
                      _number(method.seconds_per_epoch, 1, "{:.1f}"),
                      _number(cost.training_memory, 2 ** 30, "{:.2f} GiB"),
                      _number(method.peak_memory_mb, 1, "{:.0f} MB"), _folds(method.folds)])
-    return _table(["Method", "trainer__plans__configuration", "patch", "FLOPs", "parameters", "s/epoch",
-                   "training memory (estimated)", "peak memory (logged)", "from folds"], rows)
+    return ["Method", "trainer__plans__configuration", "patch", "FLOPs", "parameters", "s/epoch",
+            "training memory (estimated)", "peak memory (logged)", "from folds"], rows
 
 
-def paired_table(comparison) -> str:
+def paired_rows(comparison) -> TableData:
     rows = []
     for contrast in comparison.contrasts:
         best = f" (best of {len(contrast.best_of)})" if contrast.best_of else ""
         rows.append([f"{contrast.method} − {contrast.reference}{best}",
                      *(_paired_cell(comparison.paired[contrast.method, contrast.reference, label])
                        for label in comparison.labels)])
-    return _table(["Contrast", *comparison.labels.values()], rows)
+    return ["Contrast", *comparison.labels.values()], rows
 
 
 def csv_text(comparison) -> str:
@@ -153,6 +191,34 @@ def terminal_summary(comparison) -> str:
 
 def missing_folds_text(comparison) -> str:
     return "; ".join(f"{m.method.name} lacks {m.missing_text}" for m in comparison.methods if m.missing_folds)
+
+
+def _title(comparison) -> str:
+    return f"{comparison.dataset}: {' vs '.join(m.method.name for m in comparison.methods)}"
+
+
+def _partial_note(comparison) -> str:
+    return (f"{missing_folds_text(comparison)}. Each mean is over the folds its method has (see the folds "
+            f"column); the paired tests use only folds that both sides have.")
+
+
+VERDICTS_CAPTION = "Verdicts (average Dice per case; each contrast tested on its own, no correction for their number):"
+
+
+def _paired_caption(comparison) -> str:
+    return (f"Paired per case: mean Dice difference in points (method − reference; every method against "
+            f"{comparison.baseline}, and the contrasts asked for) over the validation cases both have, Wilcoxon "
+            f"signed-rank two-sided p, n = pairs (p is n/a with too few pairs or no differences at all).")
+
+
+def _folds_found(comparison) -> str:
+    return f"Folds requested: {_folds(comparison.folds)}. Folds found: " + "; ".join(
+        f"{m.method.name} {_folds(m.folds)}" + (f" (missing {m.missing_text})" if m.missing_folds else "")
+        for m in comparison.methods) + "."
+
+
+def _cost_notes(comparison) -> list[str]:
+    return [f"{m.method.name}: {m.cost.why_missing}" for m in comparison.methods if m.cost.why_missing]
 
 
 def _dice_cell(stats, n_method_folds: int) -> str:
