@@ -45,8 +45,10 @@ def demo(tmp_path_factory, nnunet_env_base):
 def test_demo_table_matches_nnunet_summaries(demo, dataset):
     workdir, *_ = demo
     rows = list(csv.DictReader((workdir / "comparison" / dataset.split("_")[0] / "comparison.csv").open()))
-    assert {row["method"] for row in rows} == {"nnU-Net", "SCNAS"}
-    for method, configuration in (("nnU-Net", "3d_fullres"), ("SCNAS", "3d_fullres_scnas")):
+    assert {row["method"] for row in rows} == {"nnU-Net", "SCNAS", "random-0"}
+    # on the brain set fold 0's own search, on the CT-like set the transferred genotype of that search
+    searched = "3d_fullres_scnas_fold0" if dataset == "Dataset901_SimBrainTumour" else "3d_fullres_scnas"
+    for method, configuration in (("nnU-Net", "3d_fullres"), ("SCNAS", searched), ("random-0", "3d_fullres_random0")):
         summary_file = (workdir / "nnUNet_results" / dataset / f"{TRAINER}__nnUNetPlans__{configuration}" /
                         "fold_0" / "validation" / "summary.json")
         summary = json.loads(summary_file.read_text())
@@ -54,9 +56,13 @@ def test_demo_table_matches_nnunet_summaries(demo, dataset):
             expected = summary["foreground_mean"]["Dice"] if row["label_key"] == "average" \
                 else summary["mean"][row["label_key"]]["Dice"]
             assert float(row["dice_mean"]) == pytest.approx(expected, abs=1e-6), (method, row["label"])
-    markdown = (workdir / "comparison" / dataset.split("_")[0] / "comparison.md").read_text()
-    assert "| nnU-Net |" in markdown and "| SCNAS |" in markdown
-    assert (workdir / "comparison" / dataset.split("_")[0] / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    folder = workdir / "comparison" / dataset.split("_")[0]
+    markdown = (folder / "comparison.md").read_text()
+    assert "| nnU-Net |" in markdown and "| SCNAS |" in markdown and "| random-0 |" in markdown
+    assert "- SCNAS vs random-0: " in markdown and "- random-0 vs nnU-Net: " in markdown  # the verdicts
+    assert (folder / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    page = (folder / "report.html").read_text()
+    assert "How this was made" in page and "nnUNetv2_train" in page and "cells of fold 0" in page.lower()
 
 
 @pytest.mark.slow
@@ -82,11 +88,12 @@ def test_demo_killed_mid_stage_continues_and_builds_its_tables_from_one_run(demo
     assert [h["epoch"] for h in history] == [0, 1]
     # both datasets' SCNAS networks were trained (and compared) as the final genotype, exported once per dataset
     genotype = json.loads((search / "genotype.json").read_text())
-    for dataset in ("Dataset901_SimBrainTumour", "Dataset902_SimLungNodule"):
-        trained = workdir / "nnUNet_results" / dataset / f"{TRAINER}__nnUNetPlans__3d_fullres_scnas" / "plans.json"
+    for dataset, configuration in (("Dataset901_SimBrainTumour", "3d_fullres_scnas_fold0"),
+                                   ("Dataset902_SimLungNodule", "3d_fullres_scnas")):
+        trained = workdir / "nnUNet_results" / dataset / f"{TRAINER}__nnUNetPlans__{configuration}" / "plans.json"
         planned = workdir / "nnUNet_preprocessed" / dataset / "nnUNetPlans.json"
         for plans in (trained, planned):
-            kwargs = json.loads(plans.read_text())["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"]
+            kwargs = json.loads(plans.read_text())["configurations"][configuration]["architecture"]["arch_kwargs"]
             assert kwargs["genotype"] == genotype, plans
 
 

@@ -41,7 +41,7 @@ class nnUNetTrainerSCNASSearch_cpuBenchmark(nnUNetTrainerSCNASSearch_cpu):
     softmax(alpha) well below ln 8), with the paper's weight-optimizer betas as printed."""
     search_epochs = 12
     search_iterations_per_epoch = 8
-    arch_lr = 1e-1
+    arch_lr = 0.25
     plateau_patience = 6
 
 

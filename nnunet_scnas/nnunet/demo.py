@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nnunet_scnas import __version__
+from nnunet_scnas.atomic import write_text
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.commands import run_nnunet
 from nnunet_scnas.nnunet.staged_run import StagedRun
 
 BRAIN_ID, LUNG_ID = 901, 902
@@ -48,6 +48,7 @@ class DemoProfile:
     search_variants: tuple[SearchVariant, ...] = ()
 
 
+PROFILE_FLAGS = {"default": "", "quick": " --quick", "full": " --full"}
 PROFILES = {
     "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10, None, "auto"),
     # the whole chain with the least work: 7 cases (5 to train on in fold 0, the search's minimum), the
@@ -129,7 +130,7 @@ class Demo(StagedRun):
                 *(Method(random_name(seed), trainer, f"3d_fullres_random{seed}") for seed in randoms)]
 
     def _train(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> None:
-        run_nnunet("nnUNetv2_train", dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c")
+        self.run_nnunet("nnUNetv2_train", dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c")
 
     def stages(self):
         p = self.profile
@@ -137,7 +138,7 @@ class Demo(StagedRun):
         stages = [
             ("make brain-tumour-like dataset",
              lambda: _make_dataset("braintumour", raw, p.brain_cases, p.size, BRAIN_ID)),
-            ("plan and preprocess (nnU-Net)", lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
+            ("plan and preprocess (nnU-Net)", lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
                                                                  "-c", "3d_fullres", "-np", 2,
                                                                  "--verify_dataset_integrity")),
         ]
@@ -169,7 +170,7 @@ class Demo(StagedRun):
             ("make CT-like dataset (transfer target)",
              lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.size, LUNG_ID)),
             ("plan and preprocess the CT-like dataset (nnU-Net)",
-             lambda: run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
+             lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
                                 "--verify_dataset_integrity")),
             (f"transfer: export fold {TRANSFER_FOLD}'s brain-tumour genotype to the CT-like dataset",
              lambda: _export_plans(LUNG_ID, transfer_genotype, p.width, "3d_fullres_scnas")),
@@ -194,23 +195,85 @@ class Demo(StagedRun):
     def _compare(self, dataset_id: int) -> None:
         from nnunet_scnas.nnunet.compare.comparison import Contrast, compare
         from nnunet_scnas.nnunet.compare.report import terminal_summary
-        from nnunet_scnas.nnunet.compare.results import Method
 
         methods = self.methods(dataset_id)
         randoms = tuple(m.name for m in methods if m.name.startswith("random-"))
         contrasts = [Contrast("SCNAS", randoms if len(randoms) > 1 else randoms[0])] if randoms else []
         output = self.results_folder(dataset_id)
-        print(terminal_summary(compare(dataset_id, methods, self.profile.folds, output, contrasts)), flush=True)
-        if dataset_id == BRAIN_ID and self.profile.search_variants:
+        sections = []
+        if dataset_id == BRAIN_ID:
+            sections += self._search_sections(output)
+        sections += [self._cells_section(dataset_id), self._provenance_section()]
+        comparison = compare(dataset_id, methods, self.profile.folds, output, contrasts, sections)
+        print(terminal_summary(comparison), flush=True)
+        self._screenshot(comparison.files["html"])
+
+    def _search_sections(self, output: Path) -> list:
+        """The searches' summary and plots, and the search variants' retrained Dice on their fold."""
+        from nnunet_scnas.nnunet.compare.comparison import compare
+        from nnunet_scnas.nnunet.compare.html_report import Image, Paragraph, Section, Table
+        from nnunet_scnas.nnunet.compare.report import dice_rows, markdown_table, terminal_summary
+        from nnunet_scnas.nnunet.compare.results import Method
+        from nnunet_scnas.nnunet.search.summary import read_search_summary, summary_table
+
+        summaries = [read_search_summary(folder, name) for name, folder in self.searches()]
+        table = summary_table(summaries)
+        write_text(output / "search_summary.md", "# Did the searches decide?\n\n" + markdown_table(*table) + "\n")
+        for s in summaries:
+            print(f"search {s.name}: mean entropy {s.entropy_start:.3f} -> {s.entropy_end:.3f}, "
+                  f"{s.edges_changed_at_end} edges changed in the last epochs, {s.parameter_free_edges} "
+                  f"parameter-free", flush=True)
+        sections = [Section("Did the searches decide?", [
+            Paragraph("Per search: the mean entropy of softmax(alpha) over the 56 edges (ln 8 = 2.079: undecided), "
+                      "how many edges changed their op over the last two epochs, how many of the final genotype's "
+                      "edges are parameter-free (identity, pools, zero), and the final op histogram."),
+            Table(*table),
+            *(Image(folder / "search_progress.png", f"search {name}") for name, folder in self.searches())])]
+        if self.profile.search_variants:
             trainer = self.profile.train_trainer
             variants = [Method("nnU-Net", trainer, "3d_fullres"),
                         Method("SCNAS", trainer, f"3d_fullres_scnas_fold{VARIANT_FOLD}"),
                         *(Method(f"SCNAS, {v.title}", trainer, f"3d_fullres_scnas_{v.key}")
                           for v in self.profile.search_variants)]
-            print(terminal_summary(compare(dataset_id, variants, (VARIANT_FOLD,), output / "search_variants")),
-                  flush=True)
-        if dataset_id == BRAIN_ID:
-            self._write_search_summary(output)
+            comparison = compare(BRAIN_ID, variants, (VARIANT_FOLD,), output / "search_variants")
+            print(terminal_summary(comparison), flush=True)
+            sections.append(Section(f"Search variants, fold {VARIANT_FOLD}", [
+                Paragraph(f"The same search budget with one change each, the genotype retrained like the others; "
+                          f"Dice (%) on fold {VARIANT_FOLD}'s validation cases (one fold: a hint, not a test)."),
+                Table(*dice_rows(comparison))]))
+        return sections
+
+    def _cells_section(self, dataset_id: int):
+        from nnunet_scnas.genotype import CELL_TYPES
+        from nnunet_scnas.nnunet.compare.html_report import Image, Paragraph, Section
+
+        cells = self.search_folder(TRANSFER_FOLD) / "cells"
+        where = "transferred from the brain-tumour-like set" if dataset_id == LUNG_ID else "its own search"
+        return Section(f"The cells of fold {TRANSFER_FOLD}'s genotype ({where})", [
+            Paragraph(f"Genotype: `{self.search_folder(TRANSFER_FOLD) / 'genotype.json'}`; the other folds' genotypes "
+                      f"are beside it in their fold folders."),
+            *(Image(cells / f"{cell_type}.png", cell_type) for cell_type in CELL_TYPES)])
+
+    def _provenance_section(self):
+        from nnunet_scnas.nnunet.compare.html_report import Preformatted, Section, Table
+        from nnunet_scnas.nnunet.provenance import machine, versions
+
+        command = f"nnunet-scnas demo{PROFILE_FLAGS[self.profile_name]} --workdir {self.workdir} --device {self.device}"
+        stages = [[title, f"{self.stage_seconds[title]:.0f}"] for title in self.done if title in self.stage_seconds]
+        commands = [line for title in self.done for line in self.stage_commands.get(title, [])]
+        return Section("How this was made", [
+            Preformatted(command), Table(["stage", "wall time (s)"], stages),
+            Preformatted("\n".join(commands) or "(no nnU-Net command recorded)"),
+            Table(["machine", ""], [[k, v] for k, v in machine().items()]),
+            Table(["package", "version"], [[k, v] for k, v in versions().items()])])
+
+    def _screenshot(self, html: Path) -> None:
+        from nnunet_scnas.nnunet.compare.browser import INSTALL_HINT, find_chromium, screenshot
+
+        if find_chromium() is None:
+            print(f"no screenshot of {html.name}: chromium is not installed ({INSTALL_HINT})", flush=True)
+            return
+        print(f"screenshot: {screenshot(html, html.with_suffix('.png'))}", flush=True)
 
     def searches(self) -> list[tuple[str, Path]]:
         """(name, fold folder) of every search of the profile."""
@@ -218,20 +281,6 @@ class Demo(StagedRun):
         searches += [(f"fold {VARIANT_FOLD}, {v.title}", self.search_folder(VARIANT_FOLD, v.trainer))
                      for v in self.profile.search_variants]
         return searches
-
-    def _write_search_summary(self, output: Path) -> None:
-        from nnunet_scnas.atomic import write_text
-        from nnunet_scnas.nnunet.search.summary import read_search_summary, summary_table
-
-        summaries = [read_search_summary(folder, name) for name, folder in self.searches()]
-        header, rows = summary_table(summaries)
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                 *("| " + " | ".join(row) + " |" for row in rows)]
-        write_text(output / "search_summary.md", "# Did the searches decide?\n\n" + "\n".join(lines) + "\n")
-        for summary in summaries:
-            print(f"search {summary.name}: mean entropy {summary.entropy_start:.3f} -> {summary.entropy_end:.3f}, "
-                  f"{summary.edges_changed_at_end} edges changed in the last epochs, "
-                  f"{summary.parameter_free_edges} parameter-free", flush=True)
 
     # ---------------------------------------------------------------------------------------------- run
 

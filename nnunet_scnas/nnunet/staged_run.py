@@ -14,7 +14,7 @@ from pathlib import Path
 from nnunet_scnas.atomic import write_json
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.json_input import read_json
-from nnunet_scnas.nnunet.commands import nnunet_paths
+from nnunet_scnas.nnunet.commands import nnunet_paths, run_nnunet
 
 
 class StagedRun:
@@ -27,6 +27,8 @@ class StagedRun:
         self.settings = settings
         self.state_file = self.workdir / f"{self.kind}_state.json"
         self.stage_seconds: dict[str, float] = {}
+        self.stage_commands: dict[str, list[str]] = {}  # the nnU-Net commands each stage ran, for the report
+        self._commands: list[str] = []
         self.done = self._load_state(force)
 
     def stages(self) -> list:
@@ -51,6 +53,7 @@ class StagedRun:
                 state = read_json(self.state_file, f"{self.kind} state")
                 settings, done = dict(state["settings"]), list(state["done"])
                 self.stage_seconds = {str(k): float(v) for k, v in state.get("stage_seconds", {}).items()}
+                self.stage_commands = {str(k): list(map(str, v)) for k, v in state.get("stage_commands", {}).items()}
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise UserError(f"{self.state_file} is damaged: --force starts the {self.kind} over") from None
             if settings != self.settings:
@@ -69,7 +72,12 @@ class StagedRun:
 
     def _save_state(self) -> None:
         write_json(self.state_file, {"settings": self.settings, "done": self.done,
-                                     "stage_seconds": self.stage_seconds})
+                                     "stage_seconds": self.stage_seconds, "stage_commands": self.stage_commands})
+
+    def run_nnunet(self, name: str, *args) -> None:
+        """`commands.run_nnunet`, with the command recorded for the stage that runs it."""
+        self._commands.append(" ".join([name, *map(str, args)]))
+        run_nnunet(name, *args)
 
     def set_environment(self) -> None:
         """nnU-Net's folders inside the working folder, and caches that would otherwise land in the home folder."""
@@ -94,8 +102,11 @@ class StagedRun:
                 continue
             print(f"\n=== {header}", flush=True)
             stage_start = time.time()
+            self._commands = []
             action()
             self.done.append(title)
+            if self._commands:
+                self.stage_commands[title] = self._commands
             # a stage resumed after a kill counts only its last part: good enough to size a budget
             self.stage_seconds[title] = round(time.time() - stage_start, 1)
             self._save_state()

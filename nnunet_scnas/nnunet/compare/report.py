@@ -72,15 +72,15 @@ def html_page(comparison, plot_path: Path, extra_sections: Sequence[Section] = (
 
 
 def dice_table(comparison) -> str:
-    return _table(*dice_rows(comparison))
+    return markdown_table(*dice_rows(comparison))
 
 
 def cost_table(comparison) -> str:
-    return _table(*cost_rows(comparison))
+    return markdown_table(*cost_rows(comparison))
 
 
 def paired_table(comparison) -> str:
-    return _table(*paired_rows(comparison))
+    return markdown_table(*paired_rows(comparison))
 
 
 def dice_rows(comparison) -> TableData:
@@ -248,7 +248,7 @@ def _blank(value) -> str:
     return "" if value is None else str(value)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
