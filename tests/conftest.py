@@ -1,11 +1,14 @@
 """Fixtures shared by the test files."""
+import json
 import os
+import random
 import shutil
 
 import pytest
 import torch
 
-from helpers import NNUNET_PATH_VARIABLES, fold_folder, plan_dataset, run_command, search_command
+from helpers import (BIN, NNUNET_PATH_VARIABLES, Retraining, epochs_started, fold_folder,
+                     kill_at_a_random_moment_of_epoch, plan_dataset, random_genotype, run_command, search_command)
 
 
 @pytest.fixture
@@ -73,3 +76,24 @@ def uninterrupted_search(planned_braintumour, tmp_path_factory):
     run_command(search_command(planned_braintumour),
                 planned_braintumour.env_with_results(results, nnUNet_n_proc_DA="0"))
     return fold_folder(results, planned_braintumour)
+
+
+@pytest.fixture(scope="session")
+def retrained_after_a_kill(planned_braintumour, tmp_path_factory):
+    """A genotype of mixed ops (as a search leaves them) exported into the brain set at width 8, trained by stock
+    nnU-Net with the CPU budget trainer, killed at a random moment of epoch 1 and finished with `--c` (which also
+    validates): one retraining for the fault test and the predict/evaluate/rank test."""
+    root, dataset = tmp_path_factory.mktemp("retraining"), planned_braintumour
+    configuration, trainer = "3d_fullres_scnas", "nnUNetTrainerCPUBudget_quick"
+    genotype = root / "genotype.json"
+    genotype.write_text(json.dumps(random_genotype(15).to_dict()))
+    env = dataset.env_with_results(root / "results", nnUNet_n_proc_DA="0")  # augmentation in the training process
+    run_command([BIN / "nnunet-scnas", "export-plans", "-d", dataset.dataset_id, "-g", genotype, "-o", configuration,
+                 "--width", "8"], env)
+    train = [BIN / "nnUNetv2_train", dataset.dataset_id, configuration, 0, "-tr", trainer, "-device", "cpu"]
+    seed = random.randrange(2**32)
+    killed = kill_at_a_random_moment_of_epoch(train, env, root / "killed.txt", 1, random.Random(seed))
+    folder = fold_folder(root / "results", dataset, trainer, configuration)
+    latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["current_epoch"]
+    resumed = epochs_started(run_command([*train, "--c"], env).stdout)
+    return Retraining(env, configuration, trainer, folder, killed, latest, resumed, seed)

@@ -4,6 +4,7 @@ Fixtures that share these across a session live in `conftest.py`.
 """
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -114,10 +115,33 @@ def kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def kill_at_a_random_moment_of_epoch(command, env, output, epoch: int, rng: random.Random) -> list[int]:
+    """Start `command`, kill it within epoch `epoch` (nnU-Net's epochs take ~3 s here); the epochs it started."""
+    process = start_command(command, env, output)
+    wait_until(lambda: epoch in epochs_started(output.read_text()), process, what=f"epoch {epoch}")
+    time.sleep(rng.uniform(0, 2))
+    kill(process)
+    return epochs_started(output.read_text())
+
+
 def with_paused_write(command, name: str, occurrence: int, marker: Path) -> list:
     """`command` (a console script of this environment) with the `occurrence`-th write of `name` paused half-way
     (see pause_write.py); `marker` appears when it pauses."""
     return [sys.executable, PAUSE_WRITE, name, occurrence, marker, *command]
+
+
+# ---------------------------------------------------------------- an exported network, retrained
+
+@dataclass
+class Retraining:
+    env: dict  # the brain set's folders with a private results folder
+    configuration: str
+    trainer: str
+    folder: Path  # the fold folder
+    killed: list[int]  # the epochs the killed run started
+    latest_epoch: int  # current_epoch of checkpoint_latest.pth, as the kill left it
+    resumed: list[int]  # the epochs the run with --c started
+    seed: int  # of the kill moment
 
 
 # ---------------------------------------------------------------- the quick search

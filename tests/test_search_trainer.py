@@ -92,12 +92,9 @@ def test_plateau_schedule_reduces_lr_after_patience_epochs_without_improvement()
 # ---------------------------------------------------------------- the real entry point
 
 @pytest.mark.slow
-def test_search_runs_through_nnunetv2_train(planned_braintumour, tmp_path):
-    results = tmp_path / "results"
-    env = planned_braintumour.env_with_results(results)
-    run_command([BIN / "nnUNetv2_train", planned_braintumour.dataset_id, "3d_fullres", 0, "-tr", SEARCH_TRAINER,
-                 "-device", "cpu"], env)
-    folder = fold_folder(results, planned_braintumour)
+def test_search_runs_through_nnunetv2_train(planned_braintumour, uninterrupted_search):
+    # the quick search through nnUNetv2_train (augmentation in the training process; the demo's search uses workers)
+    folder = uninterrupted_search
 
     genotype = Genotype.from_dict(json.loads((folder / "genotype.json").read_text()))
     history = json.loads((folder / "alpha_history.json").read_text())["epochs"]
