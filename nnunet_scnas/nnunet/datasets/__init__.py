@@ -69,7 +69,7 @@ DATASETS = {
         ),
         DatasetSpec(
             name="lungnodule", dataset_id=902, title="SimLungNodule",
-            description="small chest CT with lung nodules of a few mm (one channel, one class), for transfer",
+            description="small chest CT with lung nodules of about a centimetre (one channel, one class), for transfer",
             default_cases=10, default_test_cases=4, default_size=48, min_size=40,
             module="lung_nodule", case_prefix="simlung",
         ),
