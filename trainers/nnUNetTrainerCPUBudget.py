@@ -43,7 +43,7 @@ class nnUNetTrainerCPUBudget_quick(nnUNetTrainerCPUBudget):
 
 class nnUNetTrainerCPUBenchmark(nnUNetTrainerCPUBudget):
     """`nnunet-scnas demo --full`: the budget at which stock nnU-Net learns every label of the embedded sets
-    (docs/results.md), for every method of the benchmark alike."""
-    num_epochs_budget = 20
+    (docs/datasets.md, "Lesion scale"), for every method of the benchmark alike."""
+    num_epochs_budget = 16
     iterations_per_epoch_budget = 12
     val_iterations_per_epoch_budget = 3

@@ -42,7 +42,8 @@ class DemoProfile:
     folds: tuple[int, ...]
     brain_cases: int
     lung_cases: int
-    size: int | None  # make-dataset --size (None: the dataset's default)
+    brain_size: int | None  # make-dataset --size (None: the dataset's default)
+    lung_size: int | None
     width: str  # export-plans --width: "auto" matches stock nnU-Net's FLOPs
     random_seeds: tuple[int, ...] = ()  # random architectures (random:SEED), the baseline a search must beat
     search_variants: tuple[SearchVariant, ...] = ()
@@ -50,14 +51,18 @@ class DemoProfile:
 
 PROFILE_FLAGS = {"default": "", "quick": " --quick", "full": " --full"}
 PROFILES = {
-    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10, None, "auto",
+    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10, None, None, "auto",
                            random_seeds=(0,)),
     # the whole chain with the least work: 7 cases (5 to train on in fold 0, the search's minimum), the
     # smallest volumes that take three downsamplings, and a narrow derived network
-    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, "8",
+    "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, 40, "8",
                          random_seeds=(0,)),
+    # 5 folds x (stock, searched, 2 random) + 2 variants + the transfer: a brain set 40 voxels across (0.6x the
+    # voxels of the default 48) keeps it near 2.5 hours on 2 cores; the CT-like set stays at 48, as the lungs
+    # of a smaller chest leave 4 of 10 cases without room for a nodule
     "full": DemoProfile(
-        "nnUNetTrainerSCNASSearch_cpuBenchmark", "nnUNetTrainerCPUBenchmark", (0, 1, 2, 3, 4), 20, 10, None, "auto",
+        "nnUNetTrainerSCNASSearch_cpuBenchmark", "nnUNetTrainerCPUBenchmark", (0, 1, 2, 3, 4), 20, 10, 40, None,
+        "auto",
         random_seeds=(0, 1),
         search_variants=(SearchVariant("betas09", "weight betas (0.9, 0.999)",
                                        "nnUNetTrainerSCNASSearch_cpuBenchmarkBetas09"),
@@ -138,7 +143,7 @@ class Demo(StagedRun):
         raw = self.workdir / "nnUNet_raw"
         stages = [
             ("make brain-tumour-like dataset",
-             lambda: _make_dataset("braintumour", raw, p.brain_cases, p.size, BRAIN_ID)),
+             lambda: _make_dataset("braintumour", raw, p.brain_cases, p.brain_size, BRAIN_ID)),
             ("plan and preprocess (nnU-Net)", lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
                                                                  "-c", "3d_fullres", "-np", 2,
                                                                  "--verify_dataset_integrity")),
@@ -169,7 +174,7 @@ class Demo(StagedRun):
         transfer_genotype = str(self.search_folder(TRANSFER_FOLD) / "genotype.json")
         stages += [
             ("make CT-like dataset (transfer target)",
-             lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.size, LUNG_ID)),
+             lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.lung_size, LUNG_ID)),
             ("plan and preprocess the CT-like dataset (nnU-Net)",
              lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
                                 "--verify_dataset_integrity")),

@@ -38,8 +38,12 @@ def run_headless(html_path, *arguments: str, user_data_dir=None,
                    f"--user-data-dir={user_data_dir or temporary}", "--host-resolver-rules=MAP * ~NOTFOUND",
                    *arguments, Path(html_path).resolve().as_uri()]
         # its own process group: on timeout the renderer and GPU processes go too, not just the launcher
+        # Chromium writes caches and settings under the home folder whatever its profile folder: keep them in
+        # the temporary folder too, so that a report never writes outside the folders it was given
+        env = {**os.environ, "HOME": temporary, "XDG_CONFIG_HOME": os.path.join(temporary, ".config"),
+               "XDG_CACHE_HOME": os.path.join(temporary, ".cache")}
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, env=env)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
