@@ -149,6 +149,11 @@ def _summaries(results, name):
                               "summary.json").read_text()) for fold in folds}
 
 
+def _case_dice(results, name, key):
+    return {(fold, case["reference_file"].rsplit("/", 1)[-1]): case["metrics"][key]["Dice"]
+            for fold, summary in _summaries(results, name).items() for case in summary["metric_per_case"]}
+
+
 def _csv_rows(comparison):
     with open(comparison.files["csv"], newline="") as file:
         return {(row["method"], row["label"]): row for row in csv.DictReader(file)}
@@ -179,11 +184,7 @@ def test_dice_table_is_mean_and_std_over_folds_of_nnunet_summaries(comparison, r
     ("2", "2", 2 * CASES_PER_FOLD - 1),  # the no-tumour case has NaN Dice on both sides: not a pair
 ])
 def test_paired_test_uses_the_same_cases_of_the_folds_both_have(comparison, results, label, key, n_pairs):
-    def case_dice(name):
-        return {(fold, case["reference_file"].rsplit("/", 1)[-1]): case["metrics"][key]["Dice"]
-                for fold, summary in _summaries(results, name).items() for case in summary["metric_per_case"]}
-
-    baseline, scnas = case_dice("nnU-Net"), case_dice("SCNAS")
+    baseline, scnas = _case_dice(results, "nnU-Net", key), _case_dice(results, "SCNAS", key)
     differences = [scnas[case] - baseline[case] for case in scnas
                    if not np.isnan(scnas[case]) and not np.isnan(baseline[case])]
     paired = comparison.paired["SCNAS", "nnU-Net", label]
@@ -329,11 +330,6 @@ def many(results, tmp_path_factory):
     methods = [Method(name, "nnUNetTrainer", configuration) for name, (configuration, _, _) in METHODS.items()]
     return compare(DATASET, methods, FOLDS, tmp_path_factory.mktemp("many"),
                    contrasts=[Contrast("SCNAS-per-fold", ("random-0", "random-1"))])
-
-
-def _case_dice(results, name, key):
-    return {(fold, case["reference_file"].rsplit("/", 1)[-1]): case["metrics"][key]["Dice"]
-            for fold, summary in _summaries(results, name).items() for case in summary["metric_per_case"]}
 
 
 @pytest.mark.parametrize("method", METHODS)

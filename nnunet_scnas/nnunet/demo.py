@@ -203,8 +203,8 @@ class Demo(StagedRun):
         from nnunet_scnas.nnunet.compare.report import terminal_summary
 
         methods = self.methods(dataset_id)
-        randoms = tuple(m.name for m in methods if m.name.startswith("random-"))
-        contrasts = [Contrast("SCNAS", randoms if len(randoms) > 1 else randoms[0])] if randoms else []
+        randoms = tuple(m.name for m in methods[2:])  # after stock nnU-Net and the search: the random ones
+        contrasts = [Contrast("SCNAS", randoms)] if randoms else []
         output = self.results_folder(dataset_id)
         sections = []
         if dataset_id == BRAIN_ID:

@@ -59,11 +59,11 @@ class PairedDifference:
 
 @dataclass(frozen=True)
 class Contrast:
-    """`method` against `reference`: one method's name, or several (the best of them by mean average Dice over
-    folds, e.g. the best of the random architectures: the strongest baseline of that kind)."""
+    """`method` against the best of `references` by mean average Dice over folds (one name: that method; several,
+    e.g. the random architectures: the strongest baseline of that kind)."""
 
     method: str
-    reference: str | tuple[str, ...]
+    references: tuple[str, ...]
 
     @classmethod
     def parse(cls, text: str) -> "Contrast":
@@ -73,7 +73,7 @@ class Contrast:
         if not colon or not method.strip() or not all(names):
             raise UserError(f"bad contrast {text!r}: expected NAME:REFERENCE[,REFERENCE...], e.g. "
                             f"SCNAS:random-0,random-1 (against the best of the two)")
-        return cls(method.strip(), names[0] if len(names) == 1 else tuple(names))
+        return cls(method.strip(), tuple(names))
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,9 @@ def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, ou
     if not folds:
         raise UserError("no folds given")
     for contrast in contrasts:
-        references = contrast.reference if isinstance(contrast.reference, tuple) else (contrast.reference,)
-        unknown = [name for name in (contrast.method, *references) if name not in names]
+        unknown = [name for name in (contrast.method, *contrast.references) if name not in names]
         if unknown:
-            raise UserError(f"contrast {contrast.method} vs {', '.join(references)}: no method named "
+            raise UserError(f"contrast {contrast.method} vs {', '.join(contrast.references)}: no method named "
                             f"{', '.join(unknown)} (methods: {', '.join(names)})")
     dataset_folder = dataset_results_folder(dataset)
     trained = [read_trained_method(dataset_folder, method, folds) for method in methods]
@@ -176,13 +175,11 @@ def summarize(dataset: str, folds: tuple[int, ...], methods: list[TrainedMethod]
 
 
 def resolve(contrast: Contrast, dice: dict[tuple[str, str], FoldStatistics]) -> ResolvedContrast:
-    """The contrast with its reference named: the best of several by mean average Dice (the first on a tie;
-    a method without any average Dice counts as worst)."""
-    if not isinstance(contrast.reference, tuple):
-        return ResolvedContrast(contrast.method, contrast.reference)
-    means = {name: dice[name, AVERAGE].mean for name in contrast.reference}
-    best = max(contrast.reference, key=lambda name: -math.inf if means[name] is None else means[name])
-    return ResolvedContrast(contrast.method, best, contrast.reference)
+    """The contrast with its reference named: the best of its references by mean average Dice (the first on a
+    tie; a method without any average Dice counts as worst)."""
+    means = {name: dice[name, AVERAGE].mean for name in contrast.references}
+    best = max(contrast.references, key=lambda name: -math.inf if means[name] is None else means[name])
+    return ResolvedContrast(contrast.method, best, contrast.references if len(contrast.references) > 1 else ())
 
 
 ALPHA = 0.05  # the significance level of the verdicts (two-sided, each contrast on its own)
