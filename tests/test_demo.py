@@ -5,9 +5,11 @@ of its search, then run again; with the home folder and the current folder read-
 there anyway, checked to be left empty).
 """
 import csv
+import hashlib
 import json
 import math
 import random
+import shutil
 import stat
 import time
 
@@ -115,3 +117,34 @@ def test_demo_rerun_skips_finished_stages_and_refuses_other_settings(demo, nnune
     other = run_command([BIN / "nnunet-scnas", "demo", "--workdir", workdir], nnunet_env_base, check=False)
     assert other.returncode == 2
     assert other.stderr.strip().count("\n") == 0 and "other settings" in other.stderr
+
+
+def digest(folder) -> dict:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.slow
+def test_demo_record_committed_and_cloned_continues_without_redoing_its_trainings(demo, nnunet_env_base, tmp_path):
+    """A run longer than a machine lives: its working folder committed with git (its .gitignore leaves the data
+    and checkpoints out), cloned elsewhere and run again rebuilds the same data and trains nothing."""
+    workdir, *_ = demo
+    env = {**nnunet_env_base, "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+    repository, clone = tmp_path / "repository", tmp_path / "clone"
+    shutil.copytree(workdir, repository)
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "r"]):
+        run_command(["git", "-C", repository, *command], env)
+    run_command(["git", "clone", "-q", repository, clone], env)
+    kept = digest(clone)
+    assert kept and not any(name.endswith(".pth") or name.startswith("nnUNet_preprocessed") for name in kept)
+    again = run_command([BIN / "nnunet-scnas", "demo", "--quick", "--workdir", clone], env)
+    assert "data stages run again" in again.stdout and "$ nnUNetv2_train" not in again.stdout
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
+        rebuilt, original = digest(clone / folder), digest(workdir / folder)
+        assert rebuilt.keys() == original.keys()
+        # the embedded sets, nnU-Net's plans and splits, the exported configurations: the same files again
+        same = [name for name in rebuilt if name.endswith((".json", ".nii.gz"))]
+        assert same and all(rebuilt[name] == original[name] for name in same), folder
+    results = [name for name in kept if name.startswith(("nnUNet_results/", "comparison/"))]
+    after = digest(clone)
+    assert results and all(after[name] == kept[name] for name in results)  # the searches and trainings untouched

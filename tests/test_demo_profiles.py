@@ -11,7 +11,7 @@ def full(tmp_path):
 
 
 def test_the_benchmark_searches_every_fold_and_trains_each_fold_with_that_folds_genotype(full):
-    titles = [title for title, _ in full.stages()]
+    titles = [stage.title for stage in full.stages()]
     methods = {m.name: m for m in full.methods(BRAIN_ID)}
     assert list(methods) == ["nnU-Net", "SCNAS", "random-0", "random-1"]
     for fold in range(5):
@@ -27,7 +27,7 @@ def test_every_method_of_a_comparison_trains_with_one_trainer_on_every_fold(full
     for dataset_id, label in ((BRAIN_ID, "brain-tumour-like"), (LUNG_ID, "CT-like")):
         methods = full.methods(dataset_id)
         assert {m.trainer for m in methods} == {"nnUNetTrainerCPUBenchmark"}
-        trained = [t for t, _ in full.stages() if t.startswith("train ") and f"the {label} set" in t]
+        trained = [t for t, *_ in full.stages() if t.startswith("train ") and f"the {label} set" in t]
         assert len(trained) == 5 * len(methods)
     # the transfer: stock, the fold-0 genotype and one random architecture
     assert [m.configuration for m in full.methods(LUNG_ID)] == ["3d_fullres", "3d_fullres_scnas", "3d_fullres_random0"]
@@ -43,5 +43,5 @@ def test_each_profile_is_one_setting_a_workdir_never_mixes(tmp_path):
 
 def test_stage_titles_are_unique_in_every_profile(tmp_path):
     for name in PROFILES:
-        titles = [title for title, _ in Demo(tmp_path / name, name, "cpu").stages()]
+        titles = [stage.title for stage in Demo(tmp_path / name, name, "cpu").stages()]
         assert len(set(titles)) == len(titles), name

@@ -20,7 +20,7 @@ from pathlib import Path
 from nnunet_scnas import __version__
 from nnunet_scnas.atomic import write_text
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.staged_run import StagedRun
+from nnunet_scnas.nnunet.staged_run import Stage, StagedRun
 
 BRAIN_ID, LUNG_ID = 901, 902
 DATASET_NAMES = {BRAIN_ID: "Dataset901_SimBrainTumour", LUNG_ID: "Dataset902_SimLungNodule"}
@@ -57,9 +57,9 @@ PROFILES = {
     # smallest volumes that take three downsamplings, and a narrow derived network
     "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, 40, "8",
                          random_seeds=(0,)),
-    # 5 folds x (stock, searched, 2 random) + 2 variants + the transfer: a brain set 40 voxels across (0.6x the
-    # voxels of the default 48) keeps it near 2.5 hours on 2 cores; the CT-like set stays at 48, as the lungs
-    # of a smaller chest leave 4 of 10 cases without room for a nodule
+    # 5 folds x (stock, searched, 2 random) + 2 variants + the transfer, 44 nnU-Net runs: hours on 2 cores, in
+    # pieces (docs/benchmark_cost.md); a brain set 40 voxels across (0.6x the voxels of the default 48); the
+    # CT-like set stays at 48, as the lungs of a smaller chest leave 4 of 10 cases without room for a nodule
     "full": DemoProfile(
         "nnUNetTrainerSCNASSearch_cpuBenchmark", "nnUNetTrainerCPUBenchmark", (0, 1, 2, 3, 4), 20, 10, 40, None,
         "auto",
@@ -138,64 +138,69 @@ class Demo(StagedRun):
     def _train(self, dataset_id: int, configuration: str, fold: int, trainer: str) -> None:
         self.run_nnunet("nnUNetv2_train", dataset_id, configuration, fold, "-tr", trainer, "-device", self.device, "--c")
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         p = self.profile
         raw = self.workdir / "nnUNet_raw"
         stages = [
-            ("make brain-tumour-like dataset",
-             lambda: _make_dataset("braintumour", raw, p.brain_cases, p.brain_size, BRAIN_ID)),
-            ("plan and preprocess (nnU-Net)", lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID,
-                                                                 "-c", "3d_fullres", "-np", 2,
-                                                                 "--verify_dataset_integrity")),
+            Stage("make brain-tumour-like dataset",
+                  lambda: _make_dataset("braintumour", raw, p.brain_cases, p.brain_size, BRAIN_ID), data=True),
+            Stage("plan and preprocess (nnU-Net)",
+                  lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID, "-c", "3d_fullres", "-np", 2,
+                                          "--verify_dataset_integrity"), data=True),
         ]
         for fold in p.folds:
             stages += [
-                (f"architecture search on fold {fold} ({p.search_trainer})",
-                 lambda f=fold: self._train(BRAIN_ID, "3d_fullres", f, p.search_trainer)),
-                (f"export fold {fold}'s genotype as configuration 3d_fullres_scnas_fold{fold} (width {p.width})",
-                 lambda f=fold: _export_plans(BRAIN_ID, str(self.search_folder(f) / "genotype.json"), p.width,
-                                              f"3d_fullres_scnas_fold{f}"))]
+                Stage(f"architecture search on fold {fold} ({p.search_trainer})",
+                      lambda f=fold: self._train(BRAIN_ID, "3d_fullres", f, p.search_trainer)),
+                Stage(f"export fold {fold}'s genotype as configuration 3d_fullres_scnas_fold{fold} (width {p.width})",
+                      lambda f=fold: _export_plans(BRAIN_ID, str(self.search_folder(f) / "genotype.json"), p.width,
+                                                   f"3d_fullres_scnas_fold{f}"), data=True)]
         for seed in p.random_seeds:
-            stages.append((f"export the random architecture random:{seed} as configuration 3d_fullres_random{seed}",
-                           lambda s=seed: _export_plans(BRAIN_ID, f"random:{s}", p.width, f"3d_fullres_random{s}")))
+            stages.append(Stage(f"export the random architecture random:{seed} as configuration "
+                                f"3d_fullres_random{seed}",
+                                lambda s=seed: _export_plans(BRAIN_ID, f"random:{s}", p.width, f"3d_fullres_random{s}"),
+                                data=True))
         for variant in p.search_variants:
             stages += [
-                (f"search variant '{variant.title}' on fold {VARIANT_FOLD} ({variant.trainer})",
-                 lambda v=variant: self._train(BRAIN_ID, "3d_fullres", VARIANT_FOLD, v.trainer)),
-                (f"export its genotype as configuration 3d_fullres_scnas_{variant.key}",
-                 lambda v=variant: _export_plans(BRAIN_ID, str(self.search_folder(VARIANT_FOLD, v.trainer) /
-                                                               "genotype.json"), p.width, f"3d_fullres_scnas_{v.key}"))]
+                Stage(f"search variant '{variant.title}' on fold {VARIANT_FOLD} ({variant.trainer})",
+                      lambda v=variant: self._train(BRAIN_ID, "3d_fullres", VARIANT_FOLD, v.trainer)),
+                Stage(f"export its genotype as configuration 3d_fullres_scnas_{variant.key}",
+                      lambda v=variant: _export_plans(BRAIN_ID, str(self.search_folder(VARIANT_FOLD, v.trainer) /
+                                                                    "genotype.json"), p.width,
+                                                      f"3d_fullres_scnas_{v.key}"), data=True)]
         stages += self._train_stages(BRAIN_ID, "brain-tumour-like", p.folds)
         for variant in p.search_variants:
-            stages.append((f"train the network of search variant '{variant.title}', fold {VARIANT_FOLD}",
-                           lambda v=variant: self._train(BRAIN_ID, f"3d_fullres_scnas_{v.key}", VARIANT_FOLD,
-                                                         p.train_trainer)))
-        stages.append(("compare on the brain-tumour-like set", lambda: self._compare(BRAIN_ID)))
+            stages.append(Stage(f"train the network of search variant '{variant.title}', fold {VARIANT_FOLD}",
+                                lambda v=variant: self._train(BRAIN_ID, f"3d_fullres_scnas_{v.key}", VARIANT_FOLD,
+                                                              p.train_trainer)))
+        stages.append(Stage("compare on the brain-tumour-like set", lambda: self._compare(BRAIN_ID)))
         transfer_genotype = str(self.search_folder(TRANSFER_FOLD) / "genotype.json")
         stages += [
-            ("make CT-like dataset (transfer target)",
-             lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.lung_size, LUNG_ID)),
-            ("plan and preprocess the CT-like dataset (nnU-Net)",
-             lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
-                                "--verify_dataset_integrity")),
-            (f"transfer: export fold {TRANSFER_FOLD}'s brain-tumour genotype to the CT-like dataset",
-             lambda: _export_plans(LUNG_ID, transfer_genotype, p.width, "3d_fullres_scnas")),
+            Stage("make CT-like dataset (transfer target)",
+                  lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.lung_size, LUNG_ID), data=True),
+            Stage("plan and preprocess the CT-like dataset (nnU-Net)",
+                  lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
+                                          "--verify_dataset_integrity"), data=True),
+            Stage(f"transfer: export fold {TRANSFER_FOLD}'s brain-tumour genotype to the CT-like dataset",
+                  lambda: _export_plans(LUNG_ID, transfer_genotype, p.width, "3d_fullres_scnas"), data=True),
         ]
         for seed in p.random_seeds[:1]:
-            stages.append((f"export random:{seed} to the CT-like dataset",
-                           lambda s=seed: _export_plans(LUNG_ID, f"random:{s}", p.width, f"3d_fullres_random{s}")))
+            stages.append(Stage(f"export random:{seed} to the CT-like dataset",
+                                lambda s=seed: _export_plans(LUNG_ID, f"random:{s}", p.width, f"3d_fullres_random{s}"),
+                                data=True))
         stages += self._train_stages(LUNG_ID, "CT-like", p.folds)
-        stages.append(("compare on the CT-like set", lambda: self._compare(LUNG_ID)))
+        stages.append(Stage("compare on the CT-like set", lambda: self._compare(LUNG_ID)))
         return stages
 
-    def _train_stages(self, dataset_id: int, label: str, folds):
+    def _train_stages(self, dataset_id: int, label: str, folds) -> list[Stage]:
         """Fold by fold, every method: a run stopped half-way leaves whole folds to compare."""
         stages = []
         for fold in folds:
             for method in self.methods(dataset_id):
                 configuration = method.fold_configuration(fold)
-                stages.append((f"train {method.name} ({configuration}) on the {label} set, fold {fold}",
-                               lambda c=configuration, f=fold: self._train(dataset_id, c, f, self.profile.train_trainer)))
+                stages.append(Stage(f"train {method.name} ({configuration}) on the {label} set, fold {fold}",
+                                    lambda c=configuration, f=fold: self._train(dataset_id, c, f,
+                                                                                self.profile.train_trainer)))
         return stages
 
     def _compare(self, dataset_id: int) -> None:

@@ -4,21 +4,52 @@ The working folder holds nnU-Net's three folders and a state file (`<kind>_state
 and the stages finished so far, with their wall times. A re-run with the same settings skips the finished
 stages (an interrupted nnU-Net training resumes with `--c`); a run with other settings is refused, so that the
 results of two settings never mix; `--force` deletes the folder's earlier run first.
+
+A run may take longer than one machine lives. Its record (the state file, the searches' and trainings' results,
+the comparison) is small; its data (nnU-Net's raw and preprocessed folders) and checkpoints are not, and
+`.gitignore` in the working folder leaves them out. Copied to a fresh machine, the record continues: the data
+stages (deterministic: the embedded sets, nnU-Net's planning, the exported configurations) run again, the
+finished searches and trainings are kept.
 """
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
-from nnunet_scnas.atomic import write_json
+from nnunet_scnas.atomic import write_json, write_text
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.json_input import read_json
 from nnunet_scnas.nnunet.commands import nnunet_paths, run_nnunet
 
 
+DATA_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed")
+# not part of a run's record: the data (rebuilt on a fresh machine), checkpoints and predictions (no later stage
+# reads them), nnU-Net's progress plots (the training logs hold their numbers)
+RECORD_GITIGNORE = """\
+# the record of this run is what git keeps; a re-run on a fresh machine rebuilds the data and continues
+/nnUNet_raw/
+/nnUNet_preprocessed/
+/.matplotlib/
+*.pth
+*.partial
+*.tmp
+*.nii.gz
+*.npz
+*.pkl
+progress.png
+"""
+
+
+class Stage(NamedTuple):
+    title: str  # the key of the state file
+    action: Callable[[], None]
+    data: bool = False  # writes only into DATA_FOLDERS, the same on every machine: rebuilt where they are missing
+
+
 class StagedRun:
-    """Subclasses set `kind` ("demo", "benchmark") and implement `stages()`: a list of (title, action)."""
+    """Subclasses set `kind` ("demo", "benchmark") and implement `stages()`: a list of `Stage`."""
 
     kind = "run"
 
@@ -31,7 +62,7 @@ class StagedRun:
         self._commands: list[str] = []
         self.done = self._load_state(force)
 
-    def stages(self) -> list:
+    def stages(self) -> list[Stage]:
         raise NotImplementedError
 
     def _check_workdir(self) -> None:
@@ -70,6 +101,19 @@ class StagedRun:
         self.workdir.mkdir(parents=True, exist_ok=True)
         return []
 
+    def _write_gitignore(self) -> None:
+        if not (self.workdir / ".gitignore").exists():
+            write_text(self.workdir / ".gitignore", RECORD_GITIGNORE)
+
+    def _rebuild_missing_data(self, stages: list[Stage]) -> None:
+        """A record without its data (copied to a fresh machine): the finished data stages run again."""
+        missing = [name for name in DATA_FOLDERS if not (self.workdir / name).is_dir()]
+        rebuilt = [stage.title for stage in stages if stage.data and stage.title in self.done]
+        if missing and rebuilt:
+            print(f"{self.workdir} holds a {self.kind} run without its data ({', '.join(missing)} missing): the "
+                  f"{len(rebuilt)} data stages run again, the finished searches and trainings are kept", flush=True)
+            self.done = [title for title in self.done if title not in rebuilt]
+
     def _save_state(self) -> None:
         write_json(self.state_file, {"settings": self.settings, "done": self.done,
                                      "stage_seconds": self.stage_seconds, "stage_commands": self.stage_commands})
@@ -90,12 +134,14 @@ class StagedRun:
     def run_stages(self) -> float:
         """Run the stages not done yet, each with a numbered header and its wall time; returns the seconds taken."""
         self.set_environment()
+        self._write_gitignore()
         stages = self.stages()
-        titles = [title for title, _ in stages]
+        titles = [stage.title for stage in stages]
         if len(set(titles)) != len(titles):
             raise AssertionError("stage titles must differ: they are the keys of the state file")
+        self._rebuild_missing_data(stages)
         started = time.time()
-        for number, (title, action) in enumerate(stages, start=1):
+        for number, (title, action, _) in enumerate(stages, start=1):
             header = f"[{number}/{len(stages)}] {title}"
             if title in self.done:
                 print(f"\n=== {header}: done in an earlier run, skipped", flush=True)
