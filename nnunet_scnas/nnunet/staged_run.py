@@ -105,9 +105,8 @@ class StagedRun:
         if not (self.workdir / ".gitignore").exists():
             write_text(self.workdir / ".gitignore", RECORD_GITIGNORE)
 
-    def _rebuild_missing_data(self, stages: list[Stage]) -> None:
+    def _rebuild_missing_data(self, stages: list[Stage], missing: list[str]) -> None:
         """A record without its data (copied to a fresh machine): the finished data stages run again."""
-        missing = [name for name in DATA_FOLDERS if not (self.workdir / name).is_dir()]
         rebuilt = [stage.title for stage in stages if stage.data and stage.title in self.done]
         if missing and rebuilt:
             print(f"{self.workdir} holds a {self.kind} run without its data ({', '.join(missing)} missing): the "
@@ -133,13 +132,14 @@ class StagedRun:
 
     def run_stages(self) -> float:
         """Run the stages not done yet, each with a numbered header and its wall time; returns the seconds taken."""
+        missing = [name for name in DATA_FOLDERS if not (self.workdir / name).is_dir()]  # before they are created
         self.set_environment()
         self._write_gitignore()
         stages = self.stages()
         titles = [stage.title for stage in stages]
         if len(set(titles)) != len(titles):
             raise AssertionError("stage titles must differ: they are the keys of the state file")
-        self._rebuild_missing_data(stages)
+        self._rebuild_missing_data(stages, missing)
         started = time.time()
         for number, (title, action, _) in enumerate(stages, start=1):
             header = f"[{number}/{len(stages)}] {title}"
