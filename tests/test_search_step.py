@@ -10,7 +10,7 @@ import torch
 from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import SEARCH_SPACE_ID
-from nnunet_scnas.nnunet.search.checkpoint import FRESH_START, check_search_checkpoint
+from nnunet_scnas.nnunet.search.checkpoint import FRESH_START, check_search_checkpoint, state_dict_taken_once
 from nnunet_scnas.nnunet.search.state import SearchOptimizer
 from nnunet_scnas.nnunet.search.step import ARCHITECTURE_STEP, WEIGHT_STEP, sample_generator, search_iteration
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
@@ -215,3 +215,12 @@ def test_checkpoint_of_this_layout_and_supernet_is_accepted():
     checkpoint = _checkpoint(supernet)
     assert checkpoint["optimizer_state"]["search_space"] == SEARCH_SPACE_ID
     check_search_checkpoint(checkpoint, supernet, DATASET)
+
+
+def test_state_dict_taken_once_serves_one_state_dict_while_nnunet_loads_then_the_method_again():
+    supernet = _supernet(torch.float32)
+    with state_dict_taken_once(supernet):
+        served = supernet.state_dict()
+        assert supernet.state_dict() is served
+        assert served.keys() == type(supernet).state_dict(supernet).keys()
+    assert "state_dict" not in vars(supernet) and supernet.state_dict() is not served

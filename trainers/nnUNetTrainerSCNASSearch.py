@@ -15,7 +15,8 @@ from nnunet_scnas.errors import UserError, exit_on_user_error
 from nnunet_scnas.nnunet.memory_estimate import decide_checkpointing
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
 from nnunet_scnas.nnunet.plans import check_plain_labels
-from nnunet_scnas.nnunet.search.checkpoint import check_search_checkpoint, save_atomically
+from nnunet_scnas.nnunet.search.checkpoint import (check_search_checkpoint, save_atomically,
+                                                 state_dict_taken_once)
 from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
 from nnunet_scnas.nnunet.search.split import describe_split, load_or_make_split
 from nnunet_scnas.nnunet.search.state import SearchOptimizer, TemperatureSchedule, seed_everything, seed_from
@@ -168,7 +169,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
             self.initialize()
         with exit_on_user_error():
             check_search_checkpoint(filename_or_checkpoint, self.supernet, self.plans_manager.dataset_name)
-        super().load_checkpoint(filename_or_checkpoint)
+        with state_dict_taken_once(self.network):
+            super().load_checkpoint(filename_or_checkpoint)
 
     def on_train_end(self):
         super().on_train_end()

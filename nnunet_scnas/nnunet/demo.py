@@ -144,9 +144,7 @@ class Demo(StagedRun):
         stages = [
             Stage("make brain-tumour-like dataset",
                   lambda: _make_dataset("braintumour", raw, p.brain_cases, p.brain_size, BRAIN_ID), data=True),
-            Stage("plan and preprocess (nnU-Net)",
-                  lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", BRAIN_ID, "-c", "3d_fullres", "-np", 2,
-                                          "--verify_dataset_integrity"), data=True),
+            self._plan_stage("plan and preprocess (nnU-Net)", BRAIN_ID),
         ]
         for fold in p.folds:
             stages += [
@@ -178,9 +176,7 @@ class Demo(StagedRun):
         stages += [
             Stage("make CT-like dataset (transfer target)",
                   lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.lung_size, LUNG_ID), data=True),
-            Stage("plan and preprocess the CT-like dataset (nnU-Net)",
-                  lambda: self.run_nnunet("nnUNetv2_plan_and_preprocess", "-d", LUNG_ID, "-c", "3d_fullres", "-np", 2,
-                                          "--verify_dataset_integrity"), data=True),
+            self._plan_stage("plan and preprocess the CT-like dataset (nnU-Net)", LUNG_ID),
             Stage(f"transfer: export fold {TRANSFER_FOLD}'s brain-tumour genotype to the CT-like dataset",
                   lambda: _export_plans(LUNG_ID, transfer_genotype, p.width, "3d_fullres_scnas"), data=True),
         ]
@@ -191,6 +187,13 @@ class Demo(StagedRun):
         stages += self._train_stages(LUNG_ID, "CT-like", p.folds)
         stages.append(Stage("compare on the CT-like set", lambda: self._compare(LUNG_ID)))
         return stages
+
+    def _plan_stage(self, title: str, dataset_id: int) -> Stage:
+        # two processes for every step: nnU-Net's default of 8 for the fingerprint costs ~15 s of process start-up
+        # on 2 cores, more than the embedded sets take to analyse
+        command = ("nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", 2, "-npfp", 2,
+                   "--verify_dataset_integrity")
+        return Stage(title, lambda: self.run_nnunet(*command), data=True)
 
     def _train_stages(self, dataset_id: int, label: str, folds) -> list[Stage]:
         """Fold by fold, every method: a run stopped half-way leaves whole folds to compare."""

@@ -2,6 +2,7 @@
 a state-dict dump)."""
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -51,6 +52,21 @@ def check_search_checkpoint(filename_or_checkpoint, supernet: torch.nn.Module, d
         differing = sorted(set(found.items()) ^ set(expected.items()))
         raise UserError(f"{name} holds a different supernet (other stem width, strides, channels or classes; "
                         f"first difference: {differing[0][0]}); {FRESH_START}")
+
+
+@contextmanager
+def state_dict_taken_once(network: torch.nn.Module):
+    """Within the block, `network.state_dict()` returns the state dict taken on entry.
+
+    nnU-Net's `load_checkpoint` calls `network.state_dict()` once per key of the checkpoint (to strip DataParallel's
+    `module.` prefix), which is quadratic in the number of keys: the supernet's 2,680 keys took 22 s of every
+    resumed search (2 CPU cores). The keys and tensors do not change while it loads."""
+    state = network.state_dict()
+    network.state_dict = lambda *args, **kwargs: state
+    try:
+        yield
+    finally:
+        del network.state_dict
 
 
 def save_atomically(save: Callable[[str], None], filename: str, is_writer: bool) -> None:
