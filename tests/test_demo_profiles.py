@@ -2,7 +2,7 @@
 import pytest
 
 from nnunet_scnas.errors import UserError
-from nnunet_scnas.nnunet.demo import BRAIN_ID, LUNG_ID, PROFILES, Demo
+from nnunet_scnas.nnunet.demo import BRAIN_ID, LUNG_ID, PROFILES, RECIPE, Demo
 
 
 @pytest.fixture
@@ -37,6 +37,17 @@ def test_each_profile_is_one_setting_a_workdir_never_mixes(tmp_path):
     quick = Demo(tmp_path / "run", "quick", "cpu")
     quick._save_state()  # as after its first stage
     with pytest.raises(UserError, match="holds a demo run with other settings.*differing: .*folds"):
+        Demo(tmp_path / "run", "full", "cpu")
+    assert Demo(tmp_path / "run", "full", "cpu", force=True).done == []
+
+
+def test_a_run_of_an_earlier_recipe_is_refused_not_continued(tmp_path):
+    # the same profile and trainer names, but another budget or data: only the recipe tells them apart
+    earlier = Demo(tmp_path / "run", "full", "cpu")
+    earlier.settings = {**earlier.settings, "recipe": RECIPE - 1}
+    earlier.done = ["make brain-tumour-like dataset"]
+    earlier._save_state()
+    with pytest.raises(UserError, match="differing: recipe"):
         Demo(tmp_path / "run", "full", "cpu")
     assert Demo(tmp_path / "run", "full", "cpu", force=True).done == []
 

@@ -24,6 +24,10 @@ from nnunet_scnas.nnunet.staged_run import Stage, StagedRun
 
 BRAIN_ID, LUNG_ID = 901, 902
 DATASET_NAMES = {BRAIN_ID: "Dataset901_SimBrainTumour", LUNG_ID: "Dataset902_SimLungNodule"}
+# Bumped whenever the embedded data or a profile's trainer budget changes: the settings would read the same, so
+# without it a run folder of the earlier recipe would be continued with the new one and its results mixed.
+# 2: nnUNetTrainerCPUBenchmark at 24 epochs (was 16).
+RECIPE = 2
 VARIANT_FOLD = 0  # the search variants are searched and retrained on this fold only
 TRANSFER_FOLD = 0  # whose genotype is transferred to the CT-like set
 
@@ -109,7 +113,7 @@ class Demo(StagedRun):
         self.profile_name, self.profile = profile, PROFILES[profile]
         check_device(device)
         self.device = device
-        settings = {"profile": profile, "device": device, "nnunet_scnas": __version__,
+        settings = {"profile": profile, "device": device, "nnunet_scnas": __version__, "recipe": RECIPE,
                     **json.loads(json.dumps(asdict(self.profile)))}  # tuples as lists: as the state file has them
         super().__init__(workdir, settings, force)
 
