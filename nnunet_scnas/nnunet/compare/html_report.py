@@ -81,7 +81,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 td { white-space: nowrap; }
 th { background: #eef2f7; } tr:nth-child(even) td { background: #f8f8f8; }
-code, pre { font-family: monospace; } pre { background: #f4f4f4; padding: 0.8em; overflow-x: auto; }
+code, pre { font-family: monospace; } p code { overflow-wrap: anywhere; } pre { background: #f4f4f4; padding: 0.8em; overflow-x: auto; }
 .warning { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.6em 0.8em; }
 .missing { color: #a00; font-family: monospace; }
 figure { margin: 0.8em 0; } img { max-width: 100%; } figcaption { font-size: 0.9em; color: #555; }

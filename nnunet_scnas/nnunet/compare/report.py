@@ -176,7 +176,7 @@ def plot(comparison, path: Path) -> None:
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=n_methods, fontsize="small", frameon=False)
     figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+        figure.savefig(tmp, dpi=120, format="png", bbox_inches="tight")  # the legend lies outside the axes
 
 
 def terminal_summary(comparison) -> str:
