@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .genotype import CELL_TYPES, EDGE_ENDPOINTS, EDGES, NUM_INPUTS, NUM_NODES, incoming_edges
+from .lean import recompute_cheap
 from .ops import OPS, Downsample, PointwiseConv, Stride, activation, as_stride, build_op, instance_norm, reads_activation
 
 # the layout of this cell, recorded in exported configurations: the old layout (nodes as wide as the cell and a
@@ -77,10 +78,13 @@ class Cell(nn.Module):
             reading the two inputs; expansion: upsampling factor of both inputs; encoder_normal: downsampling
             of input 0; decoder_normal: upsampling of input 0.
 
-    Shapes: `forward(s0, s1, weights)` with s0 `[N, in_channels[0], ...]` and s1 `[N, in_channels[1], ...]` at
-    their own resolutions, `weights` `[14, 8]` (rows `EDGES`, columns `OPS`) or None for a cell with one op
+    Shapes: `forward(s0, s1, weights, lean)` with s0 `[N, in_channels[0], ...]` and s1 `[N, in_channels[1], ...]`
+    at their own resolutions, `weights` `[14, 8]` (rows `EDGES`, columns `OPS`) or None for a cell with one op
     per edge; returns `[N, channels, ...]` at the cell's output resolution. The forward draws nothing random
     and decides which ops to run from `weights` alone, so a checkpointed recomputation runs the same ops.
+    `lean=True` runs each preprocessing and each weighted op (its own activation included) as a region that
+    keeps only its input and its dense convolutions' outputs (`lean.recompute_cheap`): the same numbers, a
+    fraction of the memory, the cheap ops computed again in the backward pass.
     """
 
     def __init__(self, cell_type: str, candidates: Mapping[str, Sequence[str]], in_channels: tuple[int, int],
@@ -117,7 +121,8 @@ class Cell(nn.Module):
         self.activation = activation()  # shared by the ops that read LeakyReLU(state); no parameters
         self.share_activation = True
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | None = None,
+                lean: bool = False) -> torch.Tensor:
         if weights is None and not self.one_op_per_edge:
             raise ValueError("this cell holds several ops per edge (a supernet cell): pass their weights")
         if weights is not None and tuple(weights.shape) != (len(EDGES), len(OPS)):
@@ -132,8 +137,14 @@ class Cell(nn.Module):
 
         def state(i: int) -> torch.Tensor:
             if i not in states:  # inputs are preprocessed on first use only
-                states[i] = self.preprocess[str(i)](inputs[i])
+                preprocess = self.preprocess[str(i)]
+                states[i] = recompute_cheap(preprocess, inputs[i]) if lean else preprocess(inputs[i])
             return states[i]
+
+        def term(op: nn.Module, i: int, weight: torch.Tensor | None) -> torch.Tensor:
+            if lean:  # the activation is recomputed with the op instead of kept once per state
+                return recompute_cheap(self._weighted_op, op, state(i), weight)
+            return apply(op, i) if weight is None else weight * apply(op, i)
 
         def apply(op: nn.Module, i: int) -> torch.Tensor:
             if not reads_activation(op):
@@ -152,11 +163,15 @@ class Cell(nn.Module):
                 source = EDGE_ENDPOINTS[k][0]
                 for name, op in self.edges[EDGES[k]].items():
                     if weights is None:
-                        terms.append(apply(op, source))
+                        terms.append(term(op, source, None))
                     elif active[k][OPS.index(name)]:  # ops with weight 0 are not computed at all
-                        terms.append(weights[k, OPS.index(name)] * apply(op, source))
+                        terms.append(term(op, source, weights[k, OPS.index(name)]))
             states[node] = _sum(terms) if terms else self._zeros(s1)
         return torch.cat([states[node] for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES)], 1)
+
+    def _weighted_op(self, op: nn.Module, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        out = op(self.activation(x)) if reads_activation(op) else op(x)
+        return out if weight is None else weight * out
 
     def _zeros(self, s1: torch.Tensor) -> torch.Tensor:
         # a node none of whose ops has a non-zero weight (weights given by the caller, or a sampled pair whose

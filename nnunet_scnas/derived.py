@@ -25,14 +25,16 @@ class SCNASUNet(UNetMacro):
         strides: `[[1,1,1], s1, s2, s3]`, as in the nnU-Net plan (see `macro.py` for the cell sequence).
         cell_layout: must be `CELL_LAYOUT`; exported configurations record it, so that one written for the old
             cell layout (absent: None), whose parameters differ, is refused with a clear message.
-
-    Attribute `checkpoint_cells` (default False): recompute each cell in the backward pass (see `UNetMacro`).
+        memory_mode: "plain" (default: configurations exported before the modes train as they did), "lean" or
+            "cells": what training keeps for the backward pass and what it recomputes (`macro.py`); the function
+            and the parameters are the same in every mode. `export-plans --memory` records it; the attribute
+            `memory_mode` changes it later.
 
     Shapes: input `[N, input_channels, X, Y, Z]`, output `[N, num_classes, X, Y, Z]` (or the list).
     """
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool, genotype: dict,
-                 stem_width: int, strides: list, cell_layout: str | None = None):
+                 stem_width: int, strides: list, cell_layout: str | None = None, memory_mode: str = "plain"):
         if cell_layout is None:
             raise ValueError("this configuration was exported for the old cell layout (nodes as wide as the cell, "
                              "projected concat); re-export it with `nnunet-scnas export-plans` (the genotype stays "
@@ -47,6 +49,7 @@ class SCNASUNet(UNetMacro):
                               in_channels, channels, stride),
                          live=live_cells({cell_type: parsed.inputs_read(cell_type) for cell_type in CELL_TYPES}))
         self.genotype = parsed
+        self.memory_mode = memory_mode
 
     def forward(self, x: torch.Tensor):
         return self._forward(x, None)

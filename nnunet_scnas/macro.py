@@ -22,9 +22,14 @@ Wiring:
   levels 0, 1, 2, which are nnU-Net's deep-supervision scales 1, 1/s1, 1/(s1*s2) for strides
   [[1,1,1], s1, s2, s3]: the outputs come as a list, highest resolution first, without softmax.
 
-Activation checkpointing (`checkpoint_cells`): each cell's forward is recomputed in the backward pass instead
-of keeping its intermediate tensors (non-reentrant `torch.utils.checkpoint`). The recomputation runs the same ops:
-a cell draws nothing random, and the supernet draws its edge weights once per forward, outside the cells.
+Memory modes (`memory_mode`, the same function and gradients in each; only what is kept for the backward differs):
+- "plain": autograd keeps what every op saves;
+- "lean": the stem, each cell's preprocessings and ops, and the heads are regions that keep only their inputs and
+  their dense convolutions' outputs and recompute the cheap rest in the backward pass (`lean.py`);
+- "cells": each cell's whole forward is recomputed in the backward pass (non-reentrant `torch.utils.checkpoint`),
+  the stem and heads as in "lean": the least memory, the most recomputation.
+A recomputation runs the same ops: a cell draws nothing random, and the supernet draws its edge weights once per
+forward, outside the cells.
 
 A derived cell may ignore one of its inputs, so a cell's output can end up read by nothing (`live_cells`);
 the derived network does not build such a cell (`UnreadCell`): its parameters would never get a gradient,
@@ -38,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .cell import Cell
 from .genotype import NUM_NODES
+from .lean import recompute_cheap
 from .ops import PointwiseConv, Stride, activation, instance_norm
 
 ENCODER_CELLS = ("reduction", "encoder_normal") * 3  # the last encoder_normal is the inter-cell
@@ -109,15 +115,29 @@ class UnreadCell(nn.Module):
         super().__init__()
         self.cell_type = cell_type
 
-    def forward(self, s0, s1, weights=None) -> None:
+    def forward(self, s0, s1, weights=None, lean: bool = False) -> None:
         return None
 
 
-def run_cell(cell: nn.Module, s0, s1, weights: torch.Tensor | None, checkpointed: bool):
-    """`cell(s0, s1, weights)`, recomputed in the backward pass instead of stored if `checkpointed`."""
-    if checkpointed and isinstance(cell, Cell):  # an UnreadCell computes nothing and returns None
+MEMORY_MODES = ("plain", "lean", "cells")
+
+
+def check_memory_mode(mode) -> str:
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
+    return mode
+
+
+def run_cell(cell: nn.Module, s0, s1, weights: torch.Tensor | None, mode: str):
+    """`cell(s0, s1, weights)` in memory mode `mode` (see the module docstring)."""
+    if mode == "cells" and isinstance(cell, Cell):  # an UnreadCell computes nothing and returns None
         return checkpoint(cell, s0, s1, weights, use_reentrant=False)
-    return cell(s0, s1, weights)
+    return cell(s0, s1, weights, lean=mode == "lean")
+
+
+def run_lean(module: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """A block outside the cells (stem, head): lean in the "lean" and "cells" modes."""
+    return module(x) if mode == "plain" else recompute_cheap(module, x)
 
 
 class Stem(nn.Sequential):
@@ -152,11 +172,11 @@ class Encoder(nn.Module):
             in_channels = (in_channels[1], widths[level])
         self.cells = nn.ModuleList(cells)
 
-    def forward(self, x, weights: Mapping[str, torch.Tensor] | None, checkpointed: bool = False):
-        s0 = s1 = self.stem(x)
+    def forward(self, x, weights: Mapping[str, torch.Tensor] | None, mode: str = "plain"):
+        s0 = s1 = run_lean(self.stem, x, mode)
         skips = [s1]
         for state, cell in enumerate(self.cells, start=1):
-            s0, s1 = s1, run_cell(cell, s0, s1, None if weights is None else weights[cell.cell_type], checkpointed)
+            s0, s1 = s1, run_cell(cell, s0, s1, None if weights is None else weights[cell.cell_type], mode)
             if state in SKIP_STATES:
                 skips.append(s1)
         return s0, s1, skips
@@ -179,13 +199,13 @@ class Decoder(nn.Module):
         self.heads = nn.ModuleList(Head(widths[level], num_classes) for level in range(NUM_LEVELS - 1))
 
     def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, torch.Tensor] | None,
-                checkpointed: bool = False):
+                mode: str = "plain"):
         outputs = {}
         for cell, level in zip(self.cells, DECODER_LEVELS):
-            out = run_cell(cell, s0, s1, None if weights is None else weights[cell.cell_type], checkpointed)
+            out = run_cell(cell, s0, s1, None if weights is None else weights[cell.cell_type], mode)
             s0, s1 = s1, None if out is None else out + skips[level]
             if cell.cell_type == "decoder_normal" and (self.deep_supervision or level == 0):
-                outputs[level] = self.heads[level](s1)
+                outputs[level] = run_lean(self.heads[level], s1, mode)
         if not self.deep_supervision:
             return outputs[0]
         return [outputs[level] for level in range(NUM_LEVELS - 1)]
@@ -208,8 +228,9 @@ class UNetMacro(nn.Module):
     along that axis; output `[N, num_classes, X, Y, Z]`, or with deep supervision the list of that,
     `/s1` and `/(s1*s2)`.
 
-    Attribute `checkpoint_cells` (default False): recompute each cell in the backward pass instead of storing
-    its intermediate tensors (less memory, one more forward of the cells); only while training with grad enabled.
+    Attribute `memory_mode` (default "plain"): "plain", "lean" or "cells", what the backward pass keeps and what
+    it recomputes (see the module docstring); only while training with grad enabled. `checkpoint_cells` (True
+    for "cells") is its older boolean form.
     """
 
     def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool,
@@ -222,7 +243,23 @@ class UNetMacro(nn.Module):
         self.encoder = Encoder(input_channels, widths, self.strides, make_cell, live[:len(ENCODER_CELLS)])
         self.decoder = Decoder(widths, self.strides, num_classes, make_cell, deep_supervision,
                                live[len(ENCODER_CELLS):])
-        self.checkpoint_cells = False
+        self.memory_mode = "plain"
+
+    @property
+    def memory_mode(self) -> str:
+        return self._memory_mode
+
+    @memory_mode.setter
+    def memory_mode(self, mode: str) -> None:
+        self._memory_mode = check_memory_mode(mode)
+
+    @property
+    def checkpoint_cells(self) -> bool:
+        return self.memory_mode == "cells"
+
+    @checkpoint_cells.setter
+    def checkpoint_cells(self, checkpointed: bool) -> None:
+        self.memory_mode = "cells" if checkpointed else "plain"
 
     def _forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor] | None):
         total = [1, 1, 1]
@@ -231,5 +268,5 @@ class UNetMacro(nn.Module):
         if x.dim() != 5 or any(n % t for n, t in zip(x.shape[2:], total)):
             raise ValueError(f"input must be [N, C, X, Y, Z] with X, Y, Z divisible by the total stride "
                              f"{tuple(total)}, got shape {tuple(x.shape)}")
-        checkpointed = self.checkpoint_cells and self.training and torch.is_grad_enabled()
-        return self.decoder(*self.encoder(x, weights, checkpointed), weights, checkpointed)
+        mode = self.memory_mode if self.training and torch.is_grad_enabled() else "plain"
+        return self.decoder(*self.encoder(x, weights, mode), weights, mode)

@@ -4,8 +4,10 @@
          + every tensor still alive when the forward and loss return                 (traced: what autograd
            saved for backward, the batch, the outputs; views and shared inputs counted once)
          + the backward's working set: two buffers of the largest tensor (the gradient arriving at an op and
-           the one it produces), and with per-cell activation checkpointing the largest cell's saved tensors,
-           which its recomputation brings back for the duration of its backward
+           the one it produces), and, in a memory mode that recomputes (`macro.py`: "lean", "cells"), what
+           one recomputation brings back above the forward's end: the backward of region r runs when at most
+           what was alive at r's start is alive, and its recomputation brings back what r keeps in the plain
+           network, so it adds max over r of (alive at r's start + r's plain saved bytes) - (alive at the end)
 
 With `autocast=True` the forward is traced with the dtypes CUDA autocast gives (convolutions and matmuls in
 float16, softmax and losses in float32, everything else following its input), the fp16 weight copies included.
@@ -98,10 +100,22 @@ class MemoryEstimate:
 
 
 @dataclass(frozen=True)
+class RegionCall:
+    region: int  # index into the `regions` traced
+    alive_before: int  # bytes alive when its forward started
+    kept: int  # bytes its forward left alive (what autograd keeps of it, and its output)
+
+
+@dataclass(frozen=True)
 class ForwardTrace:
     alive: int  # bytes alive when the step returned (its result kept)
     largest_tensor: int
-    largest_region: int  # bytes the largest of `regions` left alive (what checkpointing it would recompute)
+    calls: tuple[RegionCall, ...] = ()  # the traced regions' forwards, in order
+
+    @property
+    def largest_region(self) -> int:
+        """Bytes the largest region call left alive (what recomputing it would bring back)."""
+        return max((call.kept for call in self.calls), default=0)
 
 
 def trace_forward(step: Callable[[], object], regions: Sequence[nn.Module] = (), autocast: bool = False
@@ -109,13 +123,15 @@ def trace_forward(step: Callable[[], object], regions: Sequence[nn.Module] = (),
     """Run `step()` (a forward and loss on meta tensors) and count what stays alive for the backward.
 
     Tensors created before the call (parameters, anything the caller made) are not counted: create the batch
-    inside `step`. `regions` (e.g. the cells) are timed with hooks: each one's increase of the live bytes.
+    inside `step`. `regions` (e.g. the cells) are timed with hooks: the live bytes at each call's start and its
+    increase of them.
     """
     tracker = _LiveTensors()
-    increases, before = [0], {}
-    hooks = [h for region in regions for h in (
-        region.register_forward_pre_hook(lambda m, a: before.__setitem__(id(m), tracker.alive_bytes())),
-        region.register_forward_hook(lambda m, a, o: increases.append(tracker.alive_bytes() - before[id(m)])))]
+    calls, started = [], {}
+    hooks = [h for index, region in enumerate(regions) for h in (
+        region.register_forward_pre_hook(lambda m, a: started.__setitem__(id(m), tracker.alive_bytes())),
+        region.register_forward_hook(lambda m, a, o, index=index: calls.append(RegionCall(
+            index, started[id(m)], tracker.alive_bytes() - started[id(m)]))))]
     try:
         with (_CudaAutocastDtypes() if autocast else nullcontext()), tracker:
             result = step()
@@ -124,7 +140,20 @@ def trace_forward(step: Callable[[], object], regions: Sequence[nn.Module] = (),
         for hook in hooks:
             hook.remove()
     del result
-    return ForwardTrace(alive, tracker.largest, max(increases))
+    return ForwardTrace(alive, tracker.largest, tuple(calls))
+
+
+def recomputation(trace: ForwardTrace, plain: ForwardTrace) -> int:
+    """Bytes above `trace.alive` that the backward's recomputations bring back at most (see the module docstring).
+
+    Args:
+        trace: the step in a memory mode that recomputes its regions in the backward pass.
+        plain: the same step without recomputation, the same regions traced (their plain saved bytes).
+    """
+    if len(trace.calls) != len(plain.calls):
+        raise ValueError("the two traces must call the same regions")
+    peaks = [mode.alive_before + plain_call.kept for mode, plain_call in zip(trace.calls, plain.calls)]
+    return max(0, max(peaks, default=0) - trace.alive)
 
 
 def training_memory(trace: ForwardTrace, parameters: Iterable[nn.Parameter], trained: Iterable[nn.Parameter],
@@ -138,8 +167,8 @@ def training_memory(trace: ForwardTrace, parameters: Iterable[nn.Parameter], tra
         trained: those that get a gradient in this step.
         optimized: those with optimizer state (default: `trained`); a search keeps both optimizers' states.
         optimizer_slots: optimizer values per optimized parameter (Adam: 2, of the parameter's dtype).
-        recomputed: bytes a checkpointed region brings back in the backward (`largest_region` of a trace
-            without checkpointing); 0 without checkpointing.
+        recomputed: bytes the backward's recomputation brings back above `trace.alive` (`recomputation`);
+            0 without recomputation.
     """
     def size(params) -> int:
         return sum(p.numel() * p.element_size() for p in {id(p): p for p in params}.values())

@@ -12,6 +12,9 @@ A search iteration is two steps, and its peak is the larger one:
 Both optimizers' Adam states are resident throughout. `savers=False` traces the straightforward formulation
 instead (one LeakyReLU per op, edge weights with their graph and every parameter trained in both steps),
 which is what the search did before these savers.
+
+Every estimate is for a memory mode of the network (`macro.py`): "plain", "lean" (cheap ops recomputed) or
+"cells" (whole cells recomputed); the two that recompute add what one recomputation brings back (`memory.py`).
 """
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -19,7 +22,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from .memory import ForwardTrace, MemoryEstimate, trace_forward, training_memory
+from .cell import Cell
+from .macro import MEMORY_MODES
+from .memory import ForwardTrace, MemoryEstimate, recomputation, trace_forward, training_memory
 
 
 def _stand_in_loss(outputs, batch: torch.Tensor):
@@ -30,57 +35,76 @@ def _stand_in_loss(outputs, batch: torch.Tensor):
 
 
 def cells_of(network: nn.Module) -> list[nn.Module]:
-    """The checkpointable regions of an SCNAS network (its 12 cells); none for other networks."""
+    """The 12 cells of an SCNAS network (unread ones included); none for other networks."""
     encoder, decoder = getattr(network, "encoder", None), getattr(network, "decoder", None)
     return [*getattr(encoder, "cells", ()), *getattr(decoder, "cells", ())]
 
 
-def _trace(network: nn.Module, batch_shape: Sequence[int], autocast: bool):
+def regions_of(network: nn.Module, mode: str) -> list[nn.Module]:
+    """The modules whose forwards memory mode `mode` recomputes in the backward pass, one region each
+    (`macro.py`): the stem and heads, and the whole cells ("cells") or each cell's preprocessings and ops ("lean")."""
+    if mode == "plain":
+        return []
+    cells = [cell for cell in cells_of(network) if isinstance(cell, Cell)]
+    blocks = [network.encoder.stem, *network.decoder.heads]
+    if mode == "cells":
+        return blocks + cells
+    return blocks + [module for cell in cells for module in (
+        *cell.preprocess.values(), *(op for ops in cell.edges.values() for op in ops.values()))]
+
+
+def _trace(network: nn.Module, batch_shape: Sequence[int], autocast: bool, regions: Sequence[nn.Module]):
     device = next(network.parameters()).device
 
     def step():
         batch = torch.zeros(*batch_shape, device=device)
         return _stand_in_loss(network(batch), batch)
-    return trace_forward(step, regions=cells_of(network), autocast=autocast)
+    return trace_forward(step, regions=regions, autocast=autocast)
 
 
-def _traces(network: nn.Module, batch_shape, autocast: bool, checkpointed: Sequence[bool],
-            before_each: Callable[[], None] = lambda: None) -> dict[bool, tuple[ForwardTrace, int]]:
-    """{checkpointed cells?: (trace, bytes the backward recomputes)} for each setting in `checkpointed`.
+def _traces(network: nn.Module, batch_shape, autocast: bool, modes: Sequence[str],
+            before_each: Callable[[], None] = lambda: None) -> dict[str, tuple[ForwardTrace, int]]:
+    """{memory mode: (trace, bytes the backward's recomputation adds)} for each of `modes`.
 
-    The plain trace is always made: its largest cell is what checkpointing brings back in the backward, so
-    the two settings cost two traces, not three. `before_each` runs before every trace (e.g. to replay a sample).
+    A mode that recomputes costs two traces: its own, and the plain one with the same regions (what each
+    recomputation brings back). `before_each` runs before every trace (e.g. to replay a sample).
     """
-    previous = getattr(network, "checkpoint_cells", None)
+    previous = getattr(network, "memory_mode", None)
+    if previous is None and set(modes) != {"plain"}:
+        raise ValueError(f"memory modes other than plain need an SCNAS network, got {type(network).__name__}")
+    traces = {}
     try:
-        if previous is not None:
-            network.checkpoint_cells = False
-        before_each()
-        plain = _trace(network, batch_shape, autocast)
-        traces = {False: (plain, 0)}
-        if True in checkpointed:
-            network.checkpoint_cells = True
+        for mode in modes:
+            regions = regions_of(network, mode)
+            if previous is not None:
+                network.memory_mode = mode
             before_each()
-            traces[True] = (_trace(network, batch_shape, autocast), plain.largest_region)
+            trace = _trace(network, batch_shape, autocast, regions)
+            if mode == "plain":
+                traces[mode] = (trace, 0)
+                continue
+            network.memory_mode = "plain"
+            before_each()
+            traces[mode] = (trace, recomputation(trace, _trace(network, batch_shape, autocast, regions)))
     finally:
         if previous is not None:
-            network.checkpoint_cells = previous
-    return {flag: traces[flag] for flag in checkpointed}
+            network.memory_mode = previous
+    return traces
 
 
 def network_memories(network: nn.Module, batch_shape: Sequence[int], autocast: bool = False,
-                     checkpointed: Sequence[bool] = (False, True)) -> dict[bool, MemoryEstimate]:
-    """{checkpointed cells?: the estimate} of a training step of `network` (built on meta) with every parameter
-    trained by Adam; `batch_shape` is `[N, C, X, Y, Z]`. Checkpointing needs an SCNAS network."""
+                     modes: Sequence[str] = MEMORY_MODES) -> dict[str, MemoryEstimate]:
+    """{memory mode: the estimate} of a training step of `network` (built on meta) with every parameter trained by
+    Adam; `batch_shape` is `[N, C, X, Y, Z]`. Modes other than "plain" need an SCNAS network."""
     parameters = list(network.parameters())
-    return {flag: training_memory(trace, parameters, parameters, recomputed=recomputed)
-            for flag, (trace, recomputed) in _traces(network, batch_shape, autocast, checkpointed).items()}
+    return {mode: training_memory(trace, parameters, parameters, recomputed=recomputed)
+            for mode, (trace, recomputed) in _traces(network, batch_shape, autocast, modes).items()}
 
 
 def network_memory(network: nn.Module, batch_shape: Sequence[int], autocast: bool = False) -> MemoryEstimate:
-    """`network_memories` for the network's own `checkpoint_cells` (False for networks without one)."""
-    flag = getattr(network, "checkpoint_cells", False)
-    return network_memories(network, batch_shape, autocast, (flag,))[flag]
+    """`network_memories` for the network's own `memory_mode` ("plain" for networks without one)."""
+    mode = getattr(network, "memory_mode", "plain")
+    return network_memories(network, batch_shape, autocast, (mode,))[mode]
 
 
 def _cpu_logits(supernet: nn.Module) -> None:
@@ -93,9 +117,10 @@ def _cpu_logits(supernet: nn.Module) -> None:
 
 def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
                     tau: float, autocast: bool = False, savers: bool = True,
-                    checkpointed: Sequence[bool] = (False, True)) -> dict[bool, MemoryEstimate]:
-    """{checkpointed cells?: the peak of a search iteration}: the larger of its two steps, over the two-op samples
-    of `generators`.
+                    modes: Sequence[str] = MEMORY_MODES,
+                    steps: Sequence[str] = ("weights", "architecture")) -> dict[str, MemoryEstimate]:
+    """{memory mode: the peak of a search iteration}: the larger of its two steps, over the two-op samples of
+    `generators`.
 
     Args:
         supernet: an `SCNASSupernet` built on meta (its logits are replaced by CPU zeros, see `_cpu_logits`).
@@ -104,7 +129,8 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators:
             generators); the two-op sample changes the memory by a few percent.
         tau: the temperature (the first epoch's is the one at which samples are most spread).
         savers: False traces the straightforward formulation (see the module docstring).
-        checkpointed: the settings of `checkpoint_cells` to estimate.
+        modes: the memory modes to estimate (`macro.MEMORY_MODES`).
+        steps: the steps of an iteration to estimate ("weights", "architecture"): the peak is the largest.
     """
     _cpu_logits(supernet)
     weights, logits = supernet.weight_parameters(), supernet.arch_parameters()
@@ -112,29 +138,30 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators:
     for cell in cells_of(supernet):
         cell.share_activation = savers
     supernet.mode, supernet.tau = "two_op", tau
-    estimates = {flag: [] for flag in checkpointed}
+    estimates = {mode: [] for mode in modes}
     try:
         for generator in generators:
             state = generator.get_state()
             supernet.generator = generator
-            for step in ("weights", "architecture"):
+            for step in steps:
                 supernet.arch_grad = step == "architecture" or not savers
                 trained = parameters if not savers else weights if step == "weights" else logits
                 with supernet.frozen_weights() if savers and step == "architecture" else nullcontext():
-                    traces = _traces(supernet, batch_shape, autocast, checkpointed,
+                    traces = _traces(supernet, batch_shape, autocast, modes,
                                      before_each=lambda: generator.set_state(state))  # the same sample each time
-                for flag, (trace, recomputed) in traces.items():
-                    estimates[flag].append(training_memory(trace, parameters, trained, optimized=parameters,
+                for mode, (trace, recomputed) in traces.items():
+                    estimates[mode].append(training_memory(trace, parameters, trained, optimized=parameters,
                                                            recomputed=recomputed))
     finally:
         supernet.arch_grad = True
         for cell in cells_of(supernet):
             cell.share_activation = True
-    return {flag: max(found, key=lambda e: e.total) for flag, found in estimates.items()}
+    return {mode: max(found, key=lambda e: e.total) for mode, found in estimates.items()}
 
 
 def search_memory(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
-                  tau: float, autocast: bool = False, savers: bool = True) -> MemoryEstimate:
-    """`search_memories` for the supernet's own `checkpoint_cells`."""
-    flag = getattr(supernet, "checkpoint_cells", False)
-    return search_memories(supernet, batch_shape, generators, tau, autocast, savers, (flag,))[flag]
+                  tau: float, autocast: bool = False, savers: bool = True,
+                  steps: Sequence[str] = ("weights", "architecture")) -> MemoryEstimate:
+    """`search_memories` for the supernet's own `memory_mode`."""
+    mode = supernet.memory_mode
+    return search_memories(supernet, batch_shape, generators, tau, autocast, savers, (mode,), steps)[mode]

@@ -41,6 +41,12 @@ def add_arguments(parser):
                         help="what --width auto matches: 'flops' (default, the paper's rule) or 'memory', the "
                              "estimated GPU memory of training at the plan's batch (the rule of 'nnU-Net "
                              "Revisited', MICCAI 2024: compare at equal training VRAM)")
+    parser.add_argument("--memory", choices=("plain", "lean", "cells"), default="plain",
+                        help="what training keeps for the backward pass, recorded in the configuration: 'plain' "
+                             "(default, fastest), 'lean' (recomputes the cheap ops: norms, activations, pools, "
+                             "depthwise and 1x1x1 convs; a fraction of the memory for a little more time) or 'cells' "
+                             "(recomputes whole cells: the least memory, the most time); the same network and "
+                             "function in every mode; --match memory matches in this mode")
     parser.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
 
 
@@ -48,6 +54,7 @@ def run(args) -> int:
     from nnunet_scnas.nnunet.export.plans_export import export_plans
 
     done = export_plans(args.dataset, args.genotype, source=args.source, target=args.target,
-                        plans_name=args.plans, width=args.width, force=args.force, match=args.match)
+                        plans_name=args.plans, width=args.width, force=args.force, match=args.match,
+                        memory_mode=args.memory)
     print(done.summary())
     return 0

@@ -42,8 +42,18 @@ def search_step_estimates(build_supernet: Callable[[], SCNASSupernet], batch_sha
                   for step in (WEIGHT_STEP, ARCHITECTURE_STEP)]
     with torch.device("meta"):
         supernet = build_supernet()
-    estimates = search_memories(supernet, batch_shape, generators, tau, autocast=autocast)
-    return estimates[False], estimates[True]
+    estimates = search_memories(supernet, batch_shape, generators, tau, autocast=autocast, modes=("plain", "cells"))
+    return estimates["plain"], estimates["cells"]
+
+
+def lean_search_estimate(build_supernet: Callable[[], SCNASSupernet], batch_shape, seed: int, tau: float,
+                         autocast: bool = True) -> MemoryEstimate:
+    """Peak of a search iteration in the lean memory mode (see `search_step_estimates`)."""
+    generators = [sample_generator(seed, iteration, step) for iteration in range(SAMPLED_ITERATIONS)
+                  for step in (WEIGHT_STEP, ARCHITECTURE_STEP)]
+    with torch.device("meta"):
+        supernet = build_supernet()
+    return search_memories(supernet, batch_shape, generators, tau, autocast=autocast, modes=("lean",))["lean"]
 
 
 CHECKPOINT_SETTINGS = (True, False, "auto")
@@ -161,8 +171,8 @@ def _derived_network(plans: DatasetPlans, name: str, input_channels: int):
 def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",
                   batch_size: int | None = None, stem_width: int | None = None, plans_name: str = "nnUNetPlans",
                   autocast: bool = True) -> PlanEstimate:
-    """Stock nnU-Net's network, the search without and with checkpointed cells, and, if `configuration` is an
-    exported SCNAS one, its derived network (plain and checkpointed); the stock rows use its parent."""
+    """Stock nnU-Net's network, the search in each memory mode (plain, lean, checkpointed cells), and, if
+    `configuration` is an exported SCNAS one, its derived network in each mode; the stock rows use its parent."""
     plans = read_plans(dataset, plans_name)
     requested = plans.configuration(configuration)
     exported = requested.network_arch_class_name in DERIVED_CLASS_NAMES
@@ -190,12 +200,16 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     plain, checkpointed = search_step_estimates(
         lambda: SCNASSupernet(input_channels, plans.num_classes, width, strides), batch_shape,
         search_trainer.search_seed, search_trainer.tau_start, autocast)
+    lean = lean_search_estimate(lambda: SCNASSupernet(input_channels, plans.num_classes, width, strides),
+                                batch_shape, search_trainer.search_seed, search_trainer.tau_start, autocast)
     rows += [EstimateRow(f"search ({trainer})", f"stem {width}", plain),
+             EstimateRow(f"search ({trainer})", f"stem {width}, lean", lean),
              EstimateRow(f"search ({trainer})", f"stem {width}, checkpointed cells", checkpointed)]
     if exported:
-        derived = network_memories(_derived_network(plans, configuration, input_channels), batch_shape, autocast)
-        for checkpoint_cells, estimate in derived.items():
-            detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}"
-                      + (", checkpointed cells" if checkpoint_cells else ""))
+        network = _derived_network(plans, configuration, input_channels)
+        recorded = network.memory_mode
+        for mode, estimate in network_memories(network, batch_shape, autocast).items():
+            detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}, {mode}"
+                      + (" (the configuration's mode)" if mode == recorded else ""))
             rows.append(EstimateRow(f"derived ({configuration})", detail, estimate))
     return PlanEstimate(plans.dataset_name, configuration, tuple(stock.patch_size), batch, autocast, rows)

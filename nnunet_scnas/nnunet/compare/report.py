@@ -101,7 +101,8 @@ def cost_rows(comparison) -> TableData:
                      "x".join(map(str, cost.patch_size)) if cost.patch_size else NOT_AVAILABLE,
                      _number(cost.flops, 1e9, "{:.2f} G"), _number(cost.parameters, 1e6, "{:.2f} M"),
                      _number(method.seconds_per_epoch, 1, "{:.1f}"),
-                     _number(cost.training_memory, 2 ** 30, "{:.2f} GiB"),
+                     _number(cost.training_memory, 2 ** 30, "{:.2f} GiB")
+                     + (f" ({cost.memory_mode})" if cost.training_memory and cost.memory_mode != "plain" else ""),
                      _number(method.peak_memory_mb, 1, "{:.0f} MB"), _folds(method.folds)])
     return ["Method", "trainer__plans__configuration", "patch", "FLOPs", "parameters", "s/epoch",
             "training memory (estimated)", "peak memory (logged)", "from folds"], rows

@@ -76,6 +76,7 @@ class NetworkCost:
     patch_size: tuple[int, ...] | None = None
     training_memory: int | None = None
     why_missing: str | None = None
+    memory_mode: str = "plain"  # the mode the network trains in (an SCNAS configuration records it)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def network_cost(trainer_folder: Path, configuration: str) -> NetworkCost:
         # any architecture of the plans (stock or derived), built as nnU-Net builds it
         size = stock_network_size(configuration_manager, input_channels, num_classes)
         return NetworkCost(size.flops, size.parameters, tuple(int(s) for s in configuration_manager.patch_size),
-                           size.training_memory)
+                           size.training_memory, memory_mode=size.memory_mode)
     except Exception as error:  # any plans may name any class; a table without FLOPs beats no table
         return NetworkCost(why_missing=f"cannot build the network of {trainer_folder.name} "
                                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
@@ -206,7 +207,8 @@ def mean_cost(costs: list[NetworkCost]) -> NetworkCost:
         return NetworkCost(why_missing=missing[0] if missing else "no fold with results")
     return NetworkCost(*(round(statistics.fmean(getattr(cost, name) for cost in costs))
                          for name in ("flops", "parameters")), costs[0].patch_size,
-                       round(statistics.fmean(cost.training_memory for cost in costs)))
+                       round(statistics.fmean(cost.training_memory for cost in costs)),
+                       memory_mode=costs[0].memory_mode)
 
 
 def _no_results_message(dataset_folder: Path, method: Method) -> str:

@@ -7,7 +7,7 @@ size, normalization) and replaces only `architecture`:
         "inherits_from": "3d_fullres",
         "architecture": {"network_class_name": "nnunet_scnas.nnunet.plans.SCNASUNetFromPlans",
                          "arch_kwargs": {"genotype": {...}, "stem_width": 68, "strides": [[1,1,1], s1, s2, s3],
-                                         "cell_layout": "concat_of_quarter_nodes"},
+                                         "cell_layout": "concat_of_quarter_nodes", "memory_mode": "lean"},
                          "_kw_requires_import": []}}
 
 Why this works with nnU-Net 2.8 as it is:
@@ -16,7 +16,9 @@ Why this works with nnU-Net 2.8 as it is:
 - `ConfigurationManager.pool_op_kernel_sizes` reads `arch_kwargs["strides"]`, from which the trainer derives
   its 3 deep-supervision scales (1, 1/s1, 1/(s1*s2)): exactly the 3 outputs of `SCNASUNet`;
 - the strides are the plan's first three, so the parent's patch size (divisible by the product of all of
-  the plan's strides) is divisible by ours.
+  the plan's strides) is divisible by ours;
+- `memory_mode` travels with the architecture, so stock `nnUNetv2_train` trains the network in the recorded mode
+  (`macro.py`: "plain", "lean", "cells"; absent in configurations exported before the modes: "plain").
 """
 import json
 from dataclasses import dataclass
@@ -34,12 +36,12 @@ from nnunet_scnas.flops import closest_width, count_flops, count_parameters, der
 from nnunet_scnas.genotype import Genotype
 from nnunet_scnas.json_input import read_json
 from nnunet_scnas.locations import plans_dir
-from nnunet_scnas.macro import check_stem_width
+from nnunet_scnas.macro import MEMORY_MODES, check_stem_width
 from nnunet_scnas.memory import GiB
 from nnunet_scnas.random_genotype import random_genotype
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, check_plain_labels, plans_network_on_meta, read_plans
-from nnunet_scnas.search_memory import network_memory
+from nnunet_scnas.search_memory import network_memories
 
 # Stem widths are multiples of 4, and 4 more channels change the FLOPs by about 8/width: at the widths of
 # CPU-sized plans (40 to 60) the closest width can be 7-10% off the target, so auto width allows 10%.
@@ -56,11 +58,16 @@ class NetworkSize:
     flops: int  # one forward pass on one patch, a multiply-add counted as 2
     parameters: int
     training_memory: int  # estimated peak bytes of a training step at the plan's batch, CUDA autocast dtypes
+    memory_mode: str = "plain"  # the mode `training_memory` is for (the network's own)
+    memory_by_mode: tuple[tuple[str, int], ...] = ()  # an SCNAS network's training memory in every mode
 
     def describe(self, patch_size, batch_size: int) -> str:
+        modes = ""
+        if self.memory_by_mode:
+            modes = " (" + ", ".join(f"{mode} {memory / GiB:.2f}" for mode, memory in self.memory_by_mode) + ")"
         return (f"{self.flops / 1e9:.2f} GFLOPs per {'x'.join(map(str, patch_size))} patch, "
                 f"{self.parameters / 1e6:.2f} M parameters, {self.training_memory / GiB:.2f} GiB to train at "
-                f"batch {batch_size}")
+                f"batch {batch_size}" + (f" in memory mode {self.memory_mode}{modes}" if modes else ""))
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class Export:
     batch_size: int
     stem_width: int
     match: str | None  # "flops" or "memory" when the width was matched, None when it was given
+    memory_mode: str
     stock_class_name: str
     stock: NetworkSize
     derived: NetworkSize
@@ -89,7 +97,8 @@ class Export:
             f"({self.derived.flops / self.stock.flops - 1:+.1%} FLOPs, "
             f"{self.derived.training_memory / self.stock.training_memory - 1:+.1%} memory)",
             "(memory: the estimated peak of a training step on a GPU, CUDA autocast; nnunet-scnas estimate)",
-            f"wrote configuration {self.target!r} to {self.plans_file} (previous version: {self.backup_file.name})",
+            f"wrote configuration {self.target!r} to {self.plans_file} (previous version: {self.backup_file.name}); "
+            f"it trains in memory mode {self.memory_mode!r} (--memory)",
             f"next: nnUNetv2_train {self.dataset_name} {self.target} FOLD"])
 
 
@@ -127,24 +136,31 @@ def load_genotype(name_or_path: str) -> Genotype:
         raise UserError(f"genotype file {path}: {error}") from None
 
 
-def scnas_configuration(source: str, genotype: Genotype, stem_width: int, strides: list) -> dict:
+def scnas_configuration(source: str, genotype: Genotype, stem_width: int, strides: list,
+                        memory_mode: str = "plain") -> dict:
     return {
         "inherits_from": source,
         "architecture": {
             "network_class_name": DERIVED_CLASS_NAME,
             "arch_kwargs": {"genotype": genotype.to_dict(), "stem_width": stem_width, "strides": strides,
-                            "cell_layout": CELL_LAYOUT},
+                            "cell_layout": CELL_LAYOUT, "memory_mode": memory_mode},
             "_kw_requires_import": [],
         },
     }
 
 
-def network_size(build, input_channels: int, patch_size, batch_size: int) -> NetworkSize:
+def network_size(build, input_channels: int, patch_size, batch_size: int, every_mode: bool = False) -> NetworkSize:
     """FLOPs (one patch) and parameters of `build(deep_supervision=False)`, and the training memory of
-    `build(deep_supervision=True)` at `batch_size`, as nnU-Net trains it; built on meta, nothing is computed."""
+    `build(deep_supervision=True)` at `batch_size` in its own memory mode (with `every_mode`, an SCNAS network's in
+    every mode too), as nnU-Net trains it; built on meta, nothing is computed."""
     network = build(deep_supervision=False)
-    memory = network_memory(build(deep_supervision=True), [batch_size, input_channels, *patch_size], autocast=True)
-    return NetworkSize(count_flops(network, (input_channels, *patch_size)), count_parameters(network), memory.total)
+    training = build(deep_supervision=True)
+    mode = getattr(training, "memory_mode", "plain")
+    memories = network_memories(training, [batch_size, input_channels, *patch_size], autocast=True,
+                                modes=MEMORY_MODES if every_mode and hasattr(training, "memory_mode") else (mode,))
+    return NetworkSize(count_flops(network, (input_channels, *patch_size)), count_parameters(network),
+                       memories[mode].total, mode,
+                       tuple((m, e.total) for m, e in memories.items()) if len(memories) > 1 else ())
 
 
 def stock_network_size(configuration_manager, input_channels: int, num_classes: int) -> NetworkSize:
@@ -155,13 +171,14 @@ def stock_network_size(configuration_manager, input_channels: int, num_classes: 
 
 
 def derived_network_size(genotype: Genotype, stem_width: int, strides: list, input_channels: int, num_classes: int,
-                         patch_size, batch_size: int) -> NetworkSize:
+                         patch_size, batch_size: int, memory_mode: str = "plain",
+                         every_mode: bool = False) -> NetworkSize:
     def build(deep_supervision: bool):
         with torch.device("meta"):
             return SCNASUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
                              genotype=genotype.to_dict(), stem_width=stem_width, strides=strides,
-                             cell_layout=CELL_LAYOUT)
-    return network_size(build, input_channels, patch_size, batch_size)
+                             cell_layout=CELL_LAYOUT, memory_mode=memory_mode)
+    return network_size(build, input_channels, patch_size, batch_size, every_mode)
 
 
 def _check_patch_size(patch_size, strides, source: str) -> None:
@@ -173,7 +190,7 @@ def _check_patch_size(patch_size, strides, source: str) -> None:
 
 def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target: str = "3d_fullres_scnas",
                  plans_name: str = "nnUNetPlans", width: int | str = "auto", force: bool = False,
-                 match: str = "flops") -> Export:
+                 match: str = "flops", memory_mode: str = "plain") -> Export:
     """Add configuration `target` (the derived network of `genotype`) to a dataset's plans file.
 
     Every check runs before the plans file is touched; then it is backed up and replaced in one rename.
@@ -184,10 +201,14 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
         width: the stem width, or "auto": the width that matches the source configuration's stock network on
             the measure `match`.
         match: "flops" (the paper's rule) or "memory" (the estimated training memory at the plan's batch: the
-            rule of "nnU-Net Revisited", MICCAI 2024, which compares methods at equal GPU memory).
+            rule of "nnU-Net Revisited", MICCAI 2024, which compares methods at equal GPU memory), the derived
+            network's memory in `memory_mode`.
+        memory_mode: what the configuration trains in (`macro.py`: "plain", "lean", "cells"), recorded in it.
     """
     if match not in MATCH_RULES:
         raise UserError(f"--match must be one of {', '.join(MATCH_RULES)}, got {match!r}")
+    if memory_mode not in MEMORY_MODES:
+        raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)}, got {memory_mode!r}")
     if width != "auto":
         try:
             check_stem_width(width)
@@ -218,7 +239,8 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
 
     def size(w: int) -> NetworkSize:  # each width built and traced once, whether matched or reported
         if w not in sizes:
-            sizes[w] = derived_network_size(genotype, w, strides, input_channels, num_classes, patch_size, batch_size)
+            sizes[w] = derived_network_size(genotype, w, strides, input_channels, num_classes, patch_size, batch_size,
+                                            memory_mode)
         return sizes[w]
 
     matched = match if width == "auto" else None
@@ -232,9 +254,10 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
             width = closest_width(measure, target_value, AUTO_WIDTH_TOLERANCE, what)
         except ValueError as error:
             raise UserError(f"--width auto --match {matched}: {error}; give a width with --width N") from None
-    derived = size(width)
+    derived = derived_network_size(genotype, width, strides, input_channels, num_classes, patch_size, batch_size,
+                                   memory_mode, every_mode=True)  # what the summary reports of every mode
 
-    configurations[target] = scnas_configuration(source, genotype, width, strides)
+    configurations[target] = scnas_configuration(source, genotype, width, strides, memory_mode)
     backup_file = plans_file.with_name(f"{plans_file.name}.bak-{datetime.now():%Y%m%d-%H%M%S-%f}")
     with atomic_path(backup_file) as tmp:
         tmp.write_bytes(dataset_plans.original)
@@ -242,4 +265,4 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
         tmp.write_text(json.dumps(dataset_plans.plans, indent=4) + "\n")  # nnU-Net's layout: indent 4, keys in order
 
     return Export(dataset_plans.dataset_name, plans_file, backup_file, source, target, patch_size, batch_size, width,
-                  matched, configuration_manager.network_arch_class_name, stock, derived)
+                  matched, memory_mode, configuration_manager.network_arch_class_name, stock, derived)
