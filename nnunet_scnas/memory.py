@@ -49,37 +49,44 @@ class _CudaAutocastDtypes(TorchFunctionMode):
 
 
 class _LiveTensors(TorchDispatchMode):
-    """Weak references to every tensor an op creates: `alive_bytes` sums the storages of those still alive (kept
-    by autograd for the backward, or by the caller), each storage once. Nothing is kept alive by the tracking,
-    so it measures a real run as well as it traces a meta one. `track_peak` samples the live bytes after every op
-    (slower: for measurements)."""
+    """The bytes of the storages of every tensor an op creates that are still alive (kept by autograd for the
+    backward, or by the caller), each storage once: a running total, a storage counted from its first tensor
+    until its last one dies (weak references: nothing is kept alive by the tracking, so it measures a real run
+    as well as it traces a meta one). `peak` is the total's maximum after any op."""
 
-    def __init__(self, track_peak: bool = False):
+    def __init__(self):
         super().__init__()
-        self.tensors: list[weakref.ref] = []
+        self._references: list[weakref.ref] = []  # their callbacks release the storages
+        self._storages: dict[int, list[int]] = {}  # storage -> [tracked tensors alive, bytes]
+        self._alive = 0
         self.largest = 0
-        self.track_peak, self.peak = track_peak, 0
+        self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self.tensors.append(weakref.ref(t))
-                self.largest = max(self.largest, t.untyped_storage().nbytes())
-        if self.track_peak:
-            self.peak = max(self.peak, self.alive_bytes())
+                storage = t.untyped_storage()
+                size = storage.nbytes()
+                self.largest = max(self.largest, size)
+                entry = self._storages.setdefault(storage._cdata, [0, 0])
+                self._alive += size - entry[1]  # new, or resized by an op that writes into it
+                entry[0], entry[1] = entry[0] + 1, size
+                self._references.append(weakref.ref(t, self._release(storage._cdata)))
+        self.peak = max(self.peak, self._alive)
         return out
 
+    def _release(self, key: int):
+        def release(_):
+            entry = self._storages[key]
+            entry[0] -= 1
+            if entry[0] == 0:
+                self._alive -= entry[1]
+                del self._storages[key]
+        return release
+
     def alive_bytes(self) -> int:
-        alive, storages = [], {}
-        for ref in self.tensors:
-            tensor = ref()
-            if tensor is not None:
-                alive.append(ref)
-                storage = tensor.untyped_storage()
-                storages[storage._cdata] = storage.nbytes()
-        self.tensors = alive
-        return sum(storages.values())
+        return self._alive
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,29 @@ def training_memory(trace: ForwardTrace, parameters: Iterable[nn.Parameter], tra
 def measure_peak(step: Callable[[], None], autocast: bool = False) -> int:
     """Peak bytes of the tensors that `step()` creates, sampled after every op: a measurement of a real run (a
     forward, backward and optimizer step on any device), independent of the allocator's caching and reuse."""
-    tracker = _LiveTensors(track_peak=True)
+    tracker = _LiveTensors()
     with (_CudaAutocastDtypes() if autocast else nullcontext()), tracker:
         step()
     return tracker.peak
+
+
+def compiled_forward_keeps(module: nn.Module, *inputs: torch.Tensor) -> tuple[object, int]:
+    """(outputs, bytes): `module(*inputs)` compiled by torch.compile (AOTAutograd with the min-cut partitioner that
+    inductor uses), and the bytes its compiled forward hands to the backward: the sizes of the forward graph's
+    outputs (what it keeps, and the outputs). The graphs run as traced: backward through the outputs runs the
+    compiled backward graph."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+    kept = {}
+
+    def forward_compiler(graph, example_inputs):
+        outputs = next(node for node in graph.graph.nodes if node.op == "output").args[0]
+        values = [node.meta.get("val") for node in outputs if hasattr(node, "meta")]
+        kept["bytes"] = sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+        return graph.forward
+
+    backend = aot_autograd(fw_compiler=forward_compiler, bw_compiler=lambda graph, example_inputs: graph.forward,
+                           partition_fn=min_cut_rematerialization_partition)
+    torch._dynamo.reset()
+    outputs = torch.compile(module, backend=backend, fullgraph=True)(*inputs)
+    return outputs, kept["bytes"]

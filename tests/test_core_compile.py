@@ -8,6 +8,7 @@ from torch import nn
 
 from helpers import random_genotype
 from nnunet_scnas import CELL_LAYOUT, EDGES, SCNASUNet
+from nnunet_scnas.memory import compiled_forward_keeps
 
 STRIDES = [[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]]  # anisotropic, as nnU-Net plans often are
 
@@ -69,3 +70,33 @@ def test_training_compiled_on_the_cpu_equals_eager(one_torch_thread):
         assert torch.linalg.norm(compiled_gradient - eager_gradient) <= 1e-3 * torch.linalg.norm(eager_gradient)
         optimizer.step()
         compiled_network.load_state_dict(eager.state_dict())  # the same weights for the next step
+
+
+def test_the_lean_mode_is_one_graph_without_breaks():
+    model = network(random_genotype(3).to_dict()).train()
+    model.memory_mode = "lean"
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 2, 8, 16, 16))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+
+
+@pytest.mark.slow
+def test_compiled_lean_mode_keeps_its_saving_and_computes_what_eager_computes(one_torch_thread):
+    """Selective checkpointing under torch.compile: the partitioner honours the policy (the compiled lean forward
+    keeps less than half of the compiled plain one), and the compiled lean step equals the eager one."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 16, 32, 32)
+    target = torch.randint(0, 3, (2, 16, 32, 32))
+    eager = network(sparse_genotype(), stem_width=8)
+    kept, gradients = {}, {}
+    for mode in ("plain", "lean"):
+        model = copy.deepcopy(eager)
+        model.memory_mode = mode
+        outputs, kept[mode] = compiled_forward_keeps(model, x)
+        deep_supervision_loss(outputs, target).backward()  # through the compiled backward graph
+        gradients[mode] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert kept["lean"] < 0.5 * kept["plain"]
+    reference = deep_supervision_loss(eager(x), target)
+    reference.backward()
+    eager_gradient = torch.cat([p.grad.flatten() for p in eager.parameters()])
+    for mode in ("plain", "lean"):
+        assert torch.linalg.norm(gradients[mode] - eager_gradient) <= 1e-4 * torch.linalg.norm(eager_gradient)

@@ -61,7 +61,10 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
     parent, ours = plans.get_configuration("3d_fullres"), plans.get_configuration("3d_fullres_scnas")
     assert ours.network_arch_class_name == "nnunet_scnas.nnunet.plans.SCNASUNetFromPlans"
     kwargs = ours.network_arch_init_kwargs
-    assert set(kwargs) == {"genotype", "stem_width", "strides", "cell_layout"}  # nothing of PlainConvUNet's leaks
+    # nothing of PlainConvUNet's leaks; the default memory mode "auto" comes with each mode's estimate
+    assert set(kwargs) == {"genotype", "stem_width", "strides", "cell_layout", "memory_mode", "memory_estimates"}
+    assert kwargs["memory_mode"] == "auto" and set(kwargs["memory_estimates"]) == {"plain", "lean", "cells"}
+    assert kwargs["memory_estimates"]["lean"] < kwargs["memory_estimates"]["plain"]
     shipped = json.loads((plans_dir() / "plain_unet.json").read_text())
     assert Genotype.from_dict(kwargs["genotype"]) == Genotype.from_dict(shipped)
     # our strides drive nnU-Net's deep-supervision scales; data, patch and batch come from the parent

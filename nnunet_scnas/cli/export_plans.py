@@ -41,12 +41,14 @@ def add_arguments(parser):
                         help="what --width auto matches: 'flops' (default, the paper's rule) or 'memory', the "
                              "estimated GPU memory of training at the plan's batch (the rule of 'nnU-Net "
                              "Revisited', MICCAI 2024: compare at equal training VRAM)")
-    parser.add_argument("--memory", choices=("plain", "lean", "cells"), default="plain",
+    parser.add_argument("--memory", choices=("auto", "plain", "lean", "cells"), default="auto",
                         help="what training keeps for the backward pass, recorded in the configuration: 'plain' "
-                             "(default, fastest), 'lean' (recomputes the cheap ops: norms, activations, pools, "
-                             "depthwise and 1x1x1 convs; a fraction of the memory for a little more time) or 'cells' "
-                             "(recomputes whole cells: the least memory, the most time); the same network and "
-                             "function in every mode; --match memory matches in this mode")
+                             "(fastest), 'lean' (recomputes the cheap ops: norms, activations, pools, depthwise and "
+                             "1x1x1 convs; a fraction of the memory for a little more time), 'cells' (recomputes "
+                             "whole cells: the least memory, the most time), or 'auto' (default): on a GPU the "
+                             "fastest mode whose estimate fits its free memory when nnU-Net builds the network, "
+                             "plain elsewhere; the same network and function in every mode. --match memory "
+                             "matches in the mode given, lean for auto")
     parser.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
 
 

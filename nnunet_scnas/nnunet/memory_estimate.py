@@ -207,9 +207,10 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
              EstimateRow(f"search ({trainer})", f"stem {width}, checkpointed cells", checkpointed)]
     if exported:
         network = _derived_network(plans, configuration, input_channels)
-        recorded = network.memory_mode
+        recorded = requested.network_arch_init_kwargs.get("memory_mode", "plain")
         for mode, estimate in network_memories(network, batch_shape, autocast).items():
             detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}, {mode}"
-                      + (" (the configuration's mode)" if mode == recorded else ""))
+                      + (" (the configuration's mode)" if mode == recorded else
+                         " (auto: the fastest mode that fits the GPU)" if recorded == "auto" and mode == "plain" else ""))
             rows.append(EstimateRow(f"derived ({configuration})", detail, estimate))
     return PlanEstimate(plans.dataset_name, configuration, tuple(stock.patch_size), batch, autocast, rows)

@@ -12,6 +12,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError, exit_on_user_error
+from nnunet_scnas.nnunet.memory_mode import resolve_memory_mode
 from nnunet_scnas.json_input import read_json
 
 
@@ -23,7 +24,7 @@ class SCNASUNetFromPlans(SCNASUNet):
     def __init__(self, *args, **kwargs):
         with exit_on_user_error():
             try:
-                super().__init__(*args, **kwargs)
+                super().__init__(*args, **resolve_memory_mode(kwargs))
             except (ValueError, TypeError) as error:
                 raise UserError(f"the plans' SCNAS architecture entry is invalid: {error}; re-export it with "
                                 f"nnunet-scnas export-plans") from None
@@ -112,12 +113,12 @@ def plans_network_on_meta(configuration: ConfigurationManager, input_channels: i
 
     The derived network is built as the core class: a bad architecture entry raises ValueError, for the caller
     to word, instead of ending the process (what `SCNASUNetFromPlans` does inside nnU-Net's commands)."""
-    name = configuration.network_arch_class_name
+    name, arch_kwargs = configuration.network_arch_class_name, configuration.network_arch_init_kwargs
     if name in DERIVED_CLASS_NAMES:
-        name = _class_name(SCNASUNet)
+        name, arch_kwargs = _class_name(SCNASUNet), resolve_memory_mode(arch_kwargs, announce=lambda line: None)
     with torch.device("meta"):
         return get_network_from_plans(
-            name, configuration.network_arch_init_kwargs,
+            name, arch_kwargs,
             configuration.network_arch_init_kwargs_req_import, input_channels, num_classes,
             allow_init=False, deep_supervision=deep_supervision)
 

@@ -7,7 +7,8 @@ size, normalization) and replaces only `architecture`:
         "inherits_from": "3d_fullres",
         "architecture": {"network_class_name": "nnunet_scnas.nnunet.plans.SCNASUNetFromPlans",
                          "arch_kwargs": {"genotype": {...}, "stem_width": 68, "strides": [[1,1,1], s1, s2, s3],
-                                         "cell_layout": "concat_of_quarter_nodes", "memory_mode": "lean"},
+                                         "cell_layout": "concat_of_quarter_nodes", "memory_mode": "auto",
+                                         "memory_estimates": {"plain": ..., "lean": ..., "cells": ...}},
                          "_kw_requires_import": []}}
 
 Why this works with nnU-Net 2.8 as it is:
@@ -18,7 +19,8 @@ Why this works with nnU-Net 2.8 as it is:
 - the strides are the plan's first three, so the parent's patch size (divisible by the product of all of
   the plan's strides) is divisible by ours;
 - `memory_mode` travels with the architecture, so stock `nnUNetv2_train` trains the network in the recorded mode
-  (`macro.py`: "plain", "lean", "cells"; absent in configurations exported before the modes: "plain").
+  (`macro.py`: "plain", "lean", "cells"; absent in configurations exported before the modes: "plain"), or, for
+  "auto", in the mode the adapter decides from `memory_estimates` where nnU-Net builds it (`memory_mode.py`).
 """
 import json
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from nnunet_scnas.macro import MEMORY_MODES, check_stem_width
 from nnunet_scnas.memory import GiB
 from nnunet_scnas.random_genotype import random_genotype
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
+from nnunet_scnas.nnunet.memory_mode import AUTO
 from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, check_plain_labels, plans_network_on_meta, read_plans
 from nnunet_scnas.search_memory import network_memories
 
@@ -62,12 +65,17 @@ class NetworkSize:
     memory_by_mode: tuple[tuple[str, int], ...] = ()  # an SCNAS network's training memory in every mode
 
     def describe(self, patch_size, batch_size: int) -> str:
-        modes = ""
-        if self.memory_by_mode:
-            modes = " (" + ", ".join(f"{mode} {memory / GiB:.2f}" for mode, memory in self.memory_by_mode) + ")"
+        memory = f"{self.training_memory / GiB:.2f} GiB"
+        if self.memory_by_mode:  # an SCNAS network: every mode
+            memory = ", ".join(f"{mode} {bytes_ / GiB:.2f}" for mode, bytes_ in self.memory_by_mode) + " GiB"
         return (f"{self.flops / 1e9:.2f} GFLOPs per {'x'.join(map(str, patch_size))} patch, "
-                f"{self.parameters / 1e6:.2f} M parameters, {self.training_memory / GiB:.2f} GiB to train at "
-                f"batch {batch_size}" + (f" in memory mode {self.memory_mode}{modes}" if modes else ""))
+                f"{self.parameters / 1e6:.2f} M parameters, to train at batch {batch_size}: {memory}")
+
+    def memory_against(self, stock: "NetworkSize") -> str:
+        """The training memory relative to `stock`'s, in every mode if known."""
+        by_mode = self.memory_by_mode or (("", self.training_memory),)
+        return " / ".join(f"{bytes_ / stock.training_memory - 1:+.1%}{' ' + mode if mode else ''}"
+                          for mode, bytes_ in by_mode)
 
 
 @dataclass(frozen=True)
@@ -94,11 +102,12 @@ class Export:
         return "\n".join([
             f"stock   {self.source} ({self.stock_class_name.rsplit('.', 1)[-1]}): {self.stock.describe(*size)}",
             f"derived {self.target} (SCNASUNet, stem width {self.stem_width}{matched}): {self.derived.describe(*size)} "
-            f"({self.derived.flops / self.stock.flops - 1:+.1%} FLOPs, "
-            f"{self.derived.training_memory / self.stock.training_memory - 1:+.1%} memory)",
+            f"({self.derived.flops / self.stock.flops - 1:+.1%} FLOPs; memory {self.derived.memory_against(self.stock)})",
             "(memory: the estimated peak of a training step on a GPU, CUDA autocast; nnunet-scnas estimate)",
             f"wrote configuration {self.target!r} to {self.plans_file} (previous version: {self.backup_file.name}); "
-            f"it trains in memory mode {self.memory_mode!r} (--memory)",
+            f"it trains in memory mode {self.memory_mode!r} (--memory"
+            + ("; auto: on a GPU the fastest mode whose estimate fits its free memory, plain elsewhere)"
+               if self.memory_mode == AUTO else ")"),
             f"next: nnUNetv2_train {self.dataset_name} {self.target} FOLD"])
 
 
@@ -137,13 +146,16 @@ def load_genotype(name_or_path: str) -> Genotype:
 
 
 def scnas_configuration(source: str, genotype: Genotype, stem_width: int, strides: list,
-                        memory_mode: str = "plain") -> dict:
+                        memory_mode: str = "plain", memory_estimates: dict[str, int] | None = None) -> dict:
+    arch_kwargs = {"genotype": genotype.to_dict(), "stem_width": stem_width, "strides": strides,
+                   "cell_layout": CELL_LAYOUT, "memory_mode": memory_mode}
+    if memory_mode == AUTO:
+        arch_kwargs["memory_estimates"] = memory_estimates
     return {
         "inherits_from": source,
         "architecture": {
             "network_class_name": DERIVED_CLASS_NAME,
-            "arch_kwargs": {"genotype": genotype.to_dict(), "stem_width": stem_width, "strides": strides,
-                            "cell_layout": CELL_LAYOUT, "memory_mode": memory_mode},
+            "arch_kwargs": arch_kwargs,
             "_kw_requires_import": [],
         },
     }
@@ -190,7 +202,7 @@ def _check_patch_size(patch_size, strides, source: str) -> None:
 
 def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target: str = "3d_fullres_scnas",
                  plans_name: str = "nnUNetPlans", width: int | str = "auto", force: bool = False,
-                 match: str = "flops", memory_mode: str = "plain") -> Export:
+                 match: str = "flops", memory_mode: str = AUTO) -> Export:
     """Add configuration `target` (the derived network of `genotype`) to a dataset's plans file.
 
     Every check runs before the plans file is touched; then it is backed up and replaced in one rename.
@@ -202,13 +214,17 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
             the measure `match`.
         match: "flops" (the paper's rule) or "memory" (the estimated training memory at the plan's batch: the
             rule of "nnU-Net Revisited", MICCAI 2024, which compares methods at equal GPU memory), the derived
-            network's memory in `memory_mode`.
-        memory_mode: what the configuration trains in (`macro.py`: "plain", "lean", "cells"), recorded in it.
+            network's memory in `memory_mode` ("lean" for "auto": equal memory needs a mode that stays).
+        memory_mode: what the configuration trains in (`macro.py`: "plain", "lean", "cells"), recorded in it, or
+            "auto" (default): decided where nnU-Net builds the network (`memory_mode.py`), from each mode's
+            estimate recorded beside it.
     """
     if match not in MATCH_RULES:
         raise UserError(f"--match must be one of {', '.join(MATCH_RULES)}, got {match!r}")
-    if memory_mode not in MEMORY_MODES:
-        raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)}, got {memory_mode!r}")
+    if memory_mode not in (*MEMORY_MODES, AUTO):
+        raise UserError(f"--memory must be one of {', '.join((*MEMORY_MODES, AUTO))}, got {memory_mode!r}")
+    if match == "memory" and memory_mode == AUTO:
+        memory_mode = "lean"  # a mode decided later could train in more memory than the one matched
     if width != "auto":
         try:
             check_stem_width(width)
@@ -234,13 +250,14 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
     input_channels, num_classes = dataset_plans.input_channels(configuration_manager), dataset_plans.num_classes
 
     batch_size = configuration_manager.batch_size
+    built_mode = "plain" if memory_mode == AUTO else memory_mode  # the mode the sizes are reported in
     stock = stock_network_size(configuration_manager, input_channels, num_classes)
     sizes: dict[int, NetworkSize] = {}
 
     def size(w: int) -> NetworkSize:  # each width built and traced once, whether matched or reported
         if w not in sizes:
             sizes[w] = derived_network_size(genotype, w, strides, input_channels, num_classes, patch_size, batch_size,
-                                            memory_mode)
+                                            built_mode)
         return sizes[w]
 
     matched = match if width == "auto" else None
@@ -255,9 +272,10 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
         except ValueError as error:
             raise UserError(f"--width auto --match {matched}: {error}; give a width with --width N") from None
     derived = derived_network_size(genotype, width, strides, input_channels, num_classes, patch_size, batch_size,
-                                   memory_mode, every_mode=True)  # what the summary reports of every mode
+                                   built_mode, every_mode=True)  # what the summary reports of every mode
 
-    configurations[target] = scnas_configuration(source, genotype, width, strides, memory_mode)
+    configurations[target] = scnas_configuration(source, genotype, width, strides, memory_mode,
+                                                 dict(derived.memory_by_mode))
     backup_file = plans_file.with_name(f"{plans_file.name}.bak-{datetime.now():%Y%m%d-%H%M%S-%f}")
     with atomic_path(backup_file) as tmp:
         tmp.write_bytes(dataset_plans.original)
