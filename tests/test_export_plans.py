@@ -89,23 +89,27 @@ def test_export_adds_a_configuration_that_nnunet_resolves_onto_the_parent(plans_
     assert f"nnUNetv2_train {plans.dataset_name} 3d_fullres_scnas FOLD" in out
 
 
-def _gib_to_train(line: str) -> float:
-    return float(line.split(" GiB to train")[0].rsplit(" ", 1)[-1])
+def _gib_to_train(line: str, mode: str | None = None) -> float:
+    """The GiB an export line gives: `to train at batch B: X GiB`, or in `mode` of `plain X, lean Y, cells Z GiB`."""
+    figures = line.split("to train at batch ")[1].split(": ", 1)[1].split(" GiB")[0]
+    return float(figures if mode is None else dict(item.split() for item in figures.split(", "))[mode])
 
 
 def test_width_auto_can_match_the_training_memory_instead(plans_file, brain, capsys):
-    """--match memory: the multiple of 4 whose estimated training memory comes closest to the stock network's."""
+    """--match memory: the multiple of 4 whose estimated training memory comes closest to the stock network's, in
+    the lean mode that the configuration then records (a mode decided later could train in more)."""
     assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--match", "memory"]) == 0
     out = capsys.readouterr().out
-    stock_line, derived_line = (line for line in out.splitlines() if "GiB to train at batch" in line)
-    stock, derived = _gib_to_train(stock_line), _gib_to_train(derived_line)
+    stock_line, derived_line = (line for line in out.splitlines() if "to train at batch" in line)
+    stock, derived = _gib_to_train(stock_line), _gib_to_train(derived_line, "lean")
     assert "matched by memory" in derived_line and abs(derived - stock) <= AUTO_WIDTH_TOLERANCE * stock
-    width = json.loads(plans_file.read_text())["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"][
-        "stem_width"]
+    kwargs = json.loads(plans_file.read_text())["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"]
+    width = kwargs["stem_width"]
+    assert kwargs["memory_mode"] == "lean" and "memory_estimates" not in kwargs
     configuration = PlansManager(str(plans_file)).get_configuration("3d_fullres")
     neighbours = [derived_network_size(Genotype.from_dict(json.loads((plans_dir() / "plain_unet.json").read_text())),
                                        w, [[1, 1, 1]] + configuration.pool_op_kernel_sizes[1:4], 4, 4,
-                                       configuration.patch_size, configuration.batch_size).training_memory
+                                       configuration.patch_size, configuration.batch_size, "lean").training_memory
                   for w in (width - 4, width + 4)]
     assert all(abs(n / 2 ** 30 - stock) > abs(derived - stock) - 0.01 for n in neighbours)
 
