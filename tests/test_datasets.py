@@ -98,6 +98,9 @@ def test_regions_form_is_the_same_data_with_brats_style_regions_that_nnunet_read
     assert dataset["regions_class_order"] == [1, 2, 3] and dataset["nnunet_scnas"]["regions"] is True
     manager = LabelManager(dataset["labels"], dataset["regions_class_order"])
     assert manager.has_regions and manager.num_segmentation_heads == 3
+    rules = threshold_baseline(regions)  # a rule per region, fit on the region's voxels
+    assert [rule.label_name for rule in rules] == ["whole tumour", "tumour core", "enhancing tumour"]
+    assert all(0 <= rule.train_dice <= 1 for rule in rules)
 
 
 def test_regions_of_a_dataset_without_a_region_form_is_one_line(tmp_path, capsys):
