@@ -138,7 +138,7 @@ def make_dataset(name: str, out_dir, cases: Optional[int] = None, seed: int = 0,
             channel_names=generator.CHANNEL_NAMES, labels=generator.REGION_LABELS if regions else generator.LABELS,
             regions_class_order=generator.REGIONS_CLASS_ORDER if regions else None, num_training=cases,
             provenance={"dataset": spec.name, "version": __version__, "seed": seed, "size": size,
-                        "cases": cases, "test_cases": test_cases, "regions": regions},
+                        "cases": cases, "test_cases": test_cases, **({"regions": True} if regions else {})},
         )
         _move_into_place(partial, target)
     finally:
