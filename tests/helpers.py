@@ -65,8 +65,13 @@ def run_command(command, env, timeout=900, check=True):
 
 
 def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases: int,
-                 size: int = SMALL_SIZE) -> PlannedDataset:
-    """Generate an embedded dataset and run nnU-Net's planning and preprocessing (3d_fullres) on it."""
+                 size: int = SMALL_SIZE, options=(), edit_raw=None) -> PlannedDataset:
+    """Generate an embedded dataset and run nnU-Net's planning and preprocessing (3d_fullres) on it.
+
+    Args:
+        options: more make-dataset arguments (e.g. `--regions`).
+        edit_raw: called with the raw dataset folder before planning (e.g. to add an ignore label).
+    """
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8",
            # one worker everywhere: 2 cores. (nnUNet_n_proc_DA=0 would crash the planner in nnU-Net 2.8.1.)
            "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
@@ -74,10 +79,13 @@ def plan_dataset(root: Path, name: str, dataset_id: int, cases: int, test_cases:
         (root / variable).mkdir(parents=True)
         env[variable] = str(root / variable)
     run_command([BIN / "nnunet-scnas", "make-dataset", name, "--cases", cases, "--test-cases", test_cases,
-                 "--size", size, "--id", dataset_id], env)
-    run_command([BIN / "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", "1",
-                 "-npfp", "1", "--no_pbar"], env)
+                 "--size", size, "--id", dataset_id, *options], env)
     raw = next((root / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
+    if edit_raw is not None:
+        edit_raw(raw)
+    verify = ["--verify_dataset_integrity"] if options or edit_raw else []  # what a user runs on a rewritten set
+    run_command([BIN / "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", "1",
+                 "-npfp", "1", "--no_pbar", *verify], env)
     preprocessed = root / "nnUNet_preprocessed" / raw.name
     return PlannedDataset(dataset_id, raw.name, env, raw, preprocessed,
                           (preprocessed / "nnUNetPlans.json").read_bytes())

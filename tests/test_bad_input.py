@@ -76,18 +76,23 @@ def test_hand_edited_architecture_ends_nnunets_own_commands_in_one_line(edit, ex
     assert len(message.splitlines()) == 1 and expected in message and "re-export it" in message
 
 
-REGIONS = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": 3}
+REGIONS = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]}
 
 
 @pytest.mark.parametrize("labels, expected", [
-    ({"labels": REGIONS, "regions_class_order": [1, 2, 3]}, "is region-based"),
-    ({"labels": {"background": 0, "edema": 1, "non-enhancing": 2, "enhancing": 3, "ignore": 4}}, "ignore label (4)"),
+    ({"labels": REGIONS, "regions_class_order": [3, 2, 1]}, "label 1 would be predicted as 3"),
+    ({"labels": REGIONS, "regions_class_order": [1, 2]}, "as many entries as there are regions"),
+    ({"labels": REGIONS}, "you need to define regions_class_order"),
+    ({"labels": {"background": 0, "edema": 1, "ignore": 2, "enhancing": 3}}, "must have the highest label value"),
 ])
-def test_region_based_dataset_or_ignore_label_is_refused_by_search_and_export(labels, expected, private_plans, capsys):
+def test_bad_region_order_or_ignore_label_is_one_line_from_search_and_export(labels, expected, private_plans,
+                                                                             capsys):
     from nnunetv2.run.run_training import get_trainer_from_args
 
     dataset_json = private_plans.parent / "dataset.json"
-    dataset_json.write_text(json.dumps({**json.loads(dataset_json.read_text()), **labels}))
+    content = {key: value for key, value in json.loads(dataset_json.read_text()).items()
+               if key not in ("labels", "regions_class_order")}
+    dataset_json.write_text(json.dumps({**content, **labels}))
     before = tree(private_plans.parent)
     assert main(["export-plans", "-d", "951", "-g", "plain_unet"]) == 2
     assert expected in one_line_error(capsys)
@@ -96,3 +101,24 @@ def test_region_based_dataset_or_ignore_label_is_refused_by_search_and_export(la
     message = str(refusal.value)
     assert message.startswith("nnunet-scnas: error:") and expected in message and "\n" not in message
     assert tree(private_plans.parent) == before
+
+
+def test_regions_written_over_a_dataset_preprocessed_with_plain_labels_are_refused_by_the_search(
+        planned_braintumour, private_plans):
+    # the cases' class locations are nnU-Net's per label: no preprocessed case holds a region until it is redone
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    dataset_json = private_plans.parent / "dataset.json"
+    dataset_json.write_text(json.dumps({**json.loads(dataset_json.read_text()), "labels": REGIONS,
+                                        "regions_class_order": [1, 2, 3]}))
+    data_identifier = json.loads(private_plans.read_text())["configurations"]["3d_fullres"]["data_identifier"]
+    preprocessed = private_plans.parent / data_identifier
+    preprocessed.mkdir()
+    for properties in (planned_braintumour.preprocessed / data_identifier).glob("*.pkl"):
+        (preprocessed / properties.name).write_bytes(properties.read_bytes())
+    with pytest.raises(SystemExit) as refusal:
+        get_trainer_from_args("951", "3d_fullres", 0, "nnUNetTrainerSCNASSearch_cpuQuick", device=torch.device("cpu"))
+    message = str(refusal.value)
+    assert "\n" not in message and "no preprocessed case holds whole tumour (labels 1, 2, 3), tumour core " \
+                                   "(labels 2, 3), enhancing tumour (label 3)" in message
+    assert "rerun nnUNetv2_plan_and_preprocess" in message

@@ -83,6 +83,33 @@ def test_dataset_json_and_files_follow_nnunet_raw_format(name, tmp_path):
             assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_file))))) <= declared
 
 
+def test_regions_form_is_the_same_data_with_brats_style_regions_that_nnunet_reads(tmp_path):
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    plain = small("braintumour", tmp_path / "plain", cases=2, test_cases=1)
+    regions = small("braintumour", tmp_path / "regions", cases=2, test_cases=1, regions=True)
+    assert regions.name == "Dataset911_SimBrainTumourRegions"
+    assert read_arrays(regions).keys() == read_arrays(plain).keys()
+    assert all(read_arrays(regions)[k].tobytes() == v.tobytes() for k, v in read_arrays(plain).items())
+    dataset = json.loads((regions / "dataset.json").read_text())
+    # nnU-Net's Dataset137_BraTS2021 conversion: its labels 1, 2, 3 are edema, necrosis/non-enhancing, enhancing
+    assert dataset["labels"] == {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3],
+                                 "enhancing tumour": [3]}
+    assert dataset["regions_class_order"] == [1, 2, 3] and dataset["nnunet_scnas"]["regions"] is True
+    manager = LabelManager(dataset["labels"], dataset["regions_class_order"])
+    assert manager.has_regions and manager.num_segmentation_heads == 3
+    rules = threshold_baseline(regions)  # a rule per region, fit on the region's voxels
+    assert [rule.label_name for rule in rules] == ["whole tumour", "tumour core", "enhancing tumour"]
+    assert all(0 <= rule.train_dice <= 1 for rule in rules)
+
+
+def test_regions_of_a_dataset_without_a_region_form_is_one_line(tmp_path, capsys):
+    assert main(["make-dataset", "lungnodule", "--regions", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no region-based form" in err and "braintumour" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_msd_brain_tumour_semantics():
     generator = DATASETS["braintumour"].generator_module
     assert generator.CHANNEL_NAMES == {"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"}

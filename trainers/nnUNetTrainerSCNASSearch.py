@@ -3,18 +3,18 @@
 Bi-level and first-order (paper §2.2, Algorithm 1): the fold's training cases are split 4:1 into a weight set
 (nnU-Net's "train" loader) and an architecture set (its "val" loader: random patches, no augmentation); each
 iteration is a weight step and an architecture step, each on a fresh two-op sample (`search/step.py`). The
-fold's validation cases are never seen. Everything else is nnU-Net's; `--c` resumes exactly. The per-epoch
-pseudo Dice is that of the current genotype on the architecture set. The logic lives in
-`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change
+fold's validation cases are never seen. Everything else is nnU-Net's (its loss for labels, regions and ignore
+labels); `--c` resumes exactly. The per-epoch pseudo Dice is that of the current genotype on the architecture set,
+per label or region. The logic lives in `nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change
 (`nnUNetTrainerSCNASSearch_variants.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scnas.errors import UserError, exit_on_user_error
+from nnunet_scnas.nnunet.labels import check_every_head_annotated, checked_label_manager, describe_heads
 from nnunet_scnas.nnunet.memory_estimate import decide_checkpointing
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
-from nnunet_scnas.nnunet.plans import check_plain_labels
 from nnunet_scnas.nnunet.search.checkpoint import (check_search_checkpoint, save_atomically,
                                                  state_dict_taken_once)
 from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
@@ -48,13 +48,16 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
+        with exit_on_user_error():  # before nnU-Net's constructor asserts on bad labels with a traceback
+            checked_label_manager(dataset_json, plans.get("dataset_name", "the dataset"))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.search_epochs
         self.num_iterations_per_epoch = self.search_iterations_per_epoch
         self.num_val_iterations_per_epoch = self.search_val_iterations_per_epoch
         self.save_every = 1  # a search is long: --c resumes from the last finished epoch
         with exit_on_user_error():  # an unusable plan or dataset fails here, before anything is trained
-            check_plain_labels(self.label_manager, self.plans_manager.dataset_name)
+            check_every_head_annotated(self.label_manager, self.dataset_json, self.preprocessed_dataset_folder,
+                                       self.plans_manager.dataset_name)
             self.search_strides = scnas_strides(self.configuration_manager, configuration)
         self.report = None
         self.iteration = 0  # counts weight+architecture iterations over the run: it seeds each step's sample
@@ -125,6 +128,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def on_train_start(self):
         super().on_train_start()
+        self.print_to_log_file(describe_heads(self.label_manager, self.dataset_json))  # names the pseudo Dice
         self.report = SearchReport(self.output_folder)
 
     def on_train_epoch_start(self):

@@ -122,13 +122,3 @@ def plans_network_on_meta(configuration: ConfigurationManager, input_channels: i
             configuration.network_arch_init_kwargs_req_import, input_channels, num_classes,
             allow_init=False, deep_supervision=deep_supervision)
 
-
-def check_plain_labels(label_manager, dataset_name: str) -> None:
-    """Refuse, before anything is trained, the label setups SCNAS is not tested with: region-based datasets
-    (`regions_class_order` in dataset.json, BraTS-style) and ignore labels (sparse annotation)."""
-    if label_manager.has_regions:
-        raise UserError(f"{dataset_name} is region-based (regions_class_order in dataset.json), which SCNAS does "
-                        f"not support yet: give it one label per class (no regions) to search and export for it")
-    if label_manager.has_ignore_label:
-        raise UserError(f"{dataset_name} has an ignore label ({label_manager.ignore_label}), which SCNAS does not "
-                        f"support yet: use a dataset whose voxels are all labelled to search and export for it")

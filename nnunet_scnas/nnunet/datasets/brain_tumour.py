@@ -21,6 +21,10 @@ from nnunet_scnas.nnunet.datasets.phantom import (
 
 CHANNEL_NAMES = {"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"}
 LABELS = {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3}
+# `--regions`: BraTS 2021 as nnU-Net converts it (Dataset137_BraTS2021). Its conversion maps BraTS's edema,
+# necrosis and enhancing tumour to labels 1, 2, 3, as here, so the same label images train as its nested regions.
+REGION_LABELS = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]}
+REGIONS_CLASS_ORDER = [1, 2, 3]
 
 IN_PLANE_SPACING_MM = (0.9, 1.3)
 SLICE_SPACING_MM = (1.0, 3.0)

@@ -34,8 +34,9 @@ def write_case(dataset_folder: Path, split: str, case_id: str, case) -> None:
 
 
 def write_dataset_json(dataset_folder: Path, *, name: str, description: str, channel_names: dict,
-                       labels: dict, num_training: int, provenance: dict) -> None:
-    """dataset.json as nnU-Net v2 reads it, plus a `nnunet_scnas` entry saying how the data was made."""
+                       labels: dict, num_training: int, provenance: dict, regions_class_order=None) -> None:
+    """dataset.json as nnU-Net v2 reads it, plus a `nnunet_scnas` entry saying how the data was made.
+    `regions_class_order`: for region-based labels (nnU-Net's region-based training), else None."""
     content = {
         "name": name,
         "description": description,
@@ -43,6 +44,7 @@ def write_dataset_json(dataset_folder: Path, *, name: str, description: str, cha
         "licence": "CC0-1.0",
         "channel_names": channel_names,
         "labels": labels,
+        **({"regions_class_order": regions_class_order} if regions_class_order else {}),
         "numTraining": num_training,
         "file_ending": FILE_ENDING,
         "nnunet_scnas": provenance,

@@ -69,14 +69,14 @@ def threshold_baseline(dataset_folder) -> list:
 
     rules = []
     for label_name, label_value in dataset["labels"].items():
-        if label_value == 0:
+        if label_value == 0 or label_name == "ignore":
             continue
         best = None
         for channel, channel_name in enumerate(channel_names):
             thresholds = np.unique(np.percentile(np.concatenate([img[channel].ravel() for img, _ in train]),
                                                  PERCENTILES))
             dice_above, dice_below = _dice_per_threshold(
-                [img[channel] for img, _ in train], [lab == label_value for _, lab in train], thresholds)
+                [img[channel] for img, _ in train], [np.isin(lab, label_value) for _, lab in train], thresholds)
             for direction, dice in ((">=", dice_above), ("<", dice_below)):
                 mean = _nanmean(dice, axis=0)
                 k = int(np.nanargmax(mean)) if np.isfinite(mean).any() else 0
@@ -84,7 +84,7 @@ def threshold_baseline(dataset_folder) -> list:
                     best = (mean[k], channel, channel_name, direction, float(thresholds[k]))
         train_dice, channel, channel_name, direction, threshold = best
         eval_dice = _nanmean(np.array([
-            _dice(_apply(img[channel], direction, threshold), lab == label_value) for img, lab in evaluation]))
+            _dice(_apply(img[channel], direction, threshold), np.isin(lab, label_value)) for img, lab in evaluation]))
         rules.append(ThresholdRule(label_name, label_value, channel_name, channel, direction, threshold,
                                    float(train_dice), float(eval_dice), evaluated_on))
     return rules

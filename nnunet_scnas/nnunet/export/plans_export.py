@@ -42,8 +42,9 @@ from nnunet_scnas.macro import MEMORY_MODES, check_stem_width
 from nnunet_scnas.memory import GiB
 from nnunet_scnas.random_genotype import random_genotype
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
+from nnunet_scnas.nnunet.labels import checked_label_manager
 from nnunet_scnas.nnunet.memory_mode import AUTO
-from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, check_plain_labels, plans_network_on_meta, read_plans
+from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAME, plans_network_on_meta, read_plans
 from nnunet_scnas.search_memory import network_memories
 
 # Stem widths are multiples of 4, and 4 more channels change the FLOPs by about 8/width: at the widths of
@@ -232,7 +233,7 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
             raise UserError(f"the width must be 'auto' or a stem width: {error}") from None
     genotype = load_genotype(genotype)
     dataset_plans = read_plans(dataset, plans_name)
-    check_plain_labels(dataset_plans.manager.get_label_manager(dataset_plans.dataset_json), dataset_plans.dataset_name)
+    checked_label_manager(dataset_plans.dataset_json, dataset_plans.dataset_name)  # regions, ignore label: nnU-Net's
     plans_file, configurations = dataset_plans.plans_file, dataset_plans.plans["configurations"]
     if source not in configurations:
         raise UserError(f"{plans_file} has no configuration {source!r} to export from "
