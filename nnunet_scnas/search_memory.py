@@ -13,7 +13,8 @@ Both optimizers' Adam states are resident throughout. `savers=False` traces the 
 instead (one LeakyReLU per op, edge weights with their graph and every parameter trained in both steps),
 which is what the search did before these savers.
 """
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -91,8 +92,17 @@ def _cpu_logits(supernet: nn.Module) -> None:
             supernet.alphas[cell_type] = nn.Parameter(torch.zeros(alpha.shape))
 
 
-def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
-                    tau: float, autocast: bool = False, savers: bool = True,
+def _fixed_sample(supernet: nn.Module, masks: Mapping[str, torch.Tensor]) -> Callable[[], dict]:
+    """`architecture_weights` for a given sample: per cell type, the ops of a bool mask `[14, 8]`, weighted as the
+    sampler weights a pair (a softmax of their logits, with the graph to the logits when `arch_grad`)."""
+    def weights():
+        return {cell_type: torch.softmax((alpha if supernet.arch_grad else alpha.detach()).masked_fill(
+            ~masks[cell_type], -math.inf), dim=-1) for cell_type, alpha in supernet.alphas.items()}
+    return weights
+
+
+def search_memories(supernet: nn.Module, batch_shape: Sequence[int],
+                    generators: Sequence[torch.Generator | Mapping[str, torch.Tensor]], tau: float, autocast: bool = False, savers: bool = True,
                     checkpointed: Sequence[bool] = (False, True)) -> dict[bool, MemoryEstimate]:
     """{checkpointed cells?: the peak of a search iteration}: the larger of its two steps, over the two-op samples
     of `generators`.
@@ -101,7 +111,8 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators:
         supernet: an `SCNASSupernet` built on meta (its logits are replaced by CPU zeros, see `_cpu_logits`).
         batch_shape: `[N, C, X, Y, Z]` per GPU.
         generators: one per sample to trace (e.g. the first iterations' weight- and architecture-step
-            generators); the two-op sample changes the memory by a few percent.
+            generators); the two-op sample changes the memory by a few percent. A mapping instead of a
+            generator is a given sample: cell type -> bool `[14, 8]`, the ops each edge runs (e.g. the worst case).
         tau: the temperature (the first epoch's is the one at which samples are most spread).
         savers: False traces the straightforward formulation (see the module docstring).
         checkpointed: the settings of `checkpoint_cells` to estimate.
@@ -115,19 +126,24 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators:
     estimates = {flag: [] for flag in checkpointed}
     try:
         for generator in generators:
-            state = generator.get_state()
-            supernet.generator = generator
+            given = not isinstance(generator, torch.Generator)
+            if given:  # an instance attribute: the class's sampler is back after the `finally`
+                supernet.architecture_weights = _fixed_sample(supernet, generator)
+            else:
+                state = generator.get_state()
+                supernet.generator = generator
             for step in ("weights", "architecture"):
                 supernet.arch_grad = step == "architecture" or not savers
                 trained = parameters if not savers else weights if step == "weights" else logits
                 with supernet.frozen_weights() if savers and step == "architecture" else nullcontext():
                     traces = _traces(supernet, batch_shape, autocast, checkpointed,
-                                     before_each=lambda: generator.set_state(state))  # the same sample each time
+                                     before_each=lambda: given or generator.set_state(state))  # the same sample
                 for flag, (trace, recomputed) in traces.items():
                     estimates[flag].append(training_memory(trace, parameters, trained, optimized=parameters,
                                                            recomputed=recomputed))
     finally:
         supernet.arch_grad = True
+        supernet.__dict__.pop("architecture_weights", None)
         for cell in cells_of(supernet):
             cell.share_activation = True
     return {flag: max(found, key=lambda e: e.total) for flag, found in estimates.items()}

@@ -4,13 +4,19 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from nnunet_scnas.cli.main import main
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.memory import GiB, MemoryEstimate
-from nnunet_scnas.nnunet.memory_estimate import USABLE_FRACTION, choose_checkpointing, decide_checkpointing
+from nnunet_scnas.nnunet import memory_estimate
+from nnunet_scnas.nnunet.memory_estimate import (USABLE_FRACTION, SearchEstimates, choose_checkpointing,
+                                                decide_checkpointing, least_available)
 from nnunet_scnas.supernet import SCNASSupernet
 
 
@@ -18,26 +24,50 @@ def _estimate(gib: float) -> MemoryEstimate:
     return MemoryEstimate(0, 0, 0, int(gib * GiB), 0)
 
 
-PLAIN, CHECKPOINTED = _estimate(30), _estimate(12)
+# a search whose first samples need 25 GiB (10 checkpointed) and its worst case of the op choices 40 (16)
+SEARCH = SearchEstimates(typical={False: _estimate(25), True: _estimate(10)},
+                         worst={False: _estimate(40), True: _estimate(16)}, worst_ops=("max_pool_3x3x3", "conv_3x3x3"))
 
 
 @pytest.mark.parametrize("setting, available_gib, expected", [
-    ("auto", 40, False),  # the plain search fits
+    ("auto", 50, False),  # the plain search fits, even in the worst case
+    ("auto", 35, True),  # the first samples would fit plain, the worst case only checkpointed
     ("auto", 20, True),  # only with checkpointed cells
-    (True, 40, True),  # obeyed
-    (False, 20, False),  # obeyed, with a warning
+    (True, 50, True),  # obeyed
+    (False, 35, False),  # obeyed, with a warning: its worst case does not fit
 ])
-def test_checkpointing_choice(setting, available_gib, expected):
-    chosen, line = choose_checkpointing(setting, PLAIN, CHECKPOINTED, int(available_gib * GiB), "do X")
-    assert chosen is expected and "30.0 GiB" in line and "12.0 GiB" in line
-    assert ("WARNING" in line) == (setting is False and 30 > USABLE_FRACTION * available_gib)
+def test_checkpointing_choice_is_made_on_the_worst_case(setting, available_gib, expected):
+    chosen, line = choose_checkpointing(setting, SEARCH, int(available_gib * GiB), "do X")
+    assert chosen is expected
+    assert "40.0 GiB" in line and "16.0 GiB" in line and "max_pool_3x3x3 and conv_3x3x3" in line
+    assert "25.0 and 10.0 GiB" in line and "on this GPU" in line
+    assert ("WARNING" in line) == (setting is False and 40 > USABLE_FRACTION * available_gib)
 
 
 def test_a_search_that_fits_nowhere_says_what_to_do():
-    with pytest.raises(UserError, match="even with checkpointed cells.*: use two GPUs"):
-        choose_checkpointing("auto", PLAIN, CHECKPOINTED, 10 * GiB, "use two GPUs")
+    with pytest.raises(UserError, match="the least of 2 GPUs even with checkpointed cells.*: use two GPUs"):
+        choose_checkpointing("auto", SEARCH, 15 * GiB, "use two GPUs", ranks=2)  # the first samples would fit
     with pytest.raises(UserError, match="True, False or 'auto'"):
-        choose_checkpointing("yes", PLAIN, CHECKPOINTED, 10 * GiB, "")
+        choose_checkpointing("yes", SEARCH, 10 * GiB, "")
+
+
+def _least_on_rank(rank: int, port: int, results):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results[rank] = least_available((30 if rank == 0 else 20) * GiB, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_ranks_decide_on_the_smallest_free_memory():
+    assert least_available(7, torch.device("cpu")) == (7, 1)  # one process: its own figure
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_least_on_rank, args=(port, results), nprocs=2)
+        assert dict(results) == {0: (20 * GiB, 2), 1: (20 * GiB, 2)}
 
 
 class _SearchTrainer:
@@ -55,20 +85,24 @@ class _SearchTrainer:
         return SCNASSupernet(2, 3, self.stem_width, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
 
 
-@pytest.mark.parametrize("setting, available_mib, expected", [
-    ("auto", 4096, False), ("auto", 20, True), (True, 4096, True), (False, 20, False)])
-def test_the_search_trainer_decides_from_its_own_network_on_cuda(setting, available_mib, expected):
-    # no GPU needed: the estimate is made on the meta device, and the free memory is given (the plan needs
-    # about 22 MiB, 12 MiB with checkpointed cells)
-    chosen, line = decide_checkpointing(_SearchTrainer("cuda"), setting, available=available_mib * 2 ** 20)
-    assert chosen is expected and "estimated peak" in line
+def test_the_search_trainer_decides_from_its_own_network_on_cuda(monkeypatch):
+    # no GPU needed: the estimate is made on the meta device (once: it takes a minute on a busy CPU), and the
+    # free memory is given. The plan needs 21 MiB, 11 MiB with checkpointed cells, at its first samples; 30 and
+    # 13 MiB in the worst case: 24 MiB lies between the first samples and the worst case, and "auto" checkpoints.
+    estimates = memory_estimate.search_step_estimates(
+        _SearchTrainer("cuda").build_network_architecture, [2, 2, 16, 32, 32], 0, 5.0)
+    monkeypatch.setattr(memory_estimate, "search_step_estimates", lambda *args: estimates)
+    for setting, available_mib, expected in [("auto", 4096, False), ("auto", 24, True), (True, 4096, True),
+                                             (False, 24, False)]:
+        chosen, line = decide_checkpointing(_SearchTrainer("cuda"), setting, available=available_mib * 2 ** 20)
+        assert chosen is expected and "worst case of the op choices" in line
+    with pytest.raises(UserError, match="even with checkpointed cells.*-num_gpus N"):
+        decide_checkpointing(_SearchTrainer("cuda"), "auto", available=12 * 2 ** 20)  # the first samples fit
 
 
 def test_off_the_gpu_the_setting_is_obeyed_and_auto_is_off():
     assert decide_checkpointing(_SearchTrainer("cpu"), "auto")[0] is False
     assert decide_checkpointing(_SearchTrainer("cpu"), True)[0] is True
-    with pytest.raises(UserError, match="even with checkpointed cells.*-num_gpus N"):
-        decide_checkpointing(_SearchTrainer("cuda"), "auto", available=2 ** 20)
 
 
 def _peaks(out: str, prefix: str) -> list[float]:
@@ -81,8 +115,9 @@ def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
     out = capsys.readouterr().out
     assert "batch 2 per GPU" in out and "CUDA autocast" in out
     assert len(_peaks(out, "stock nnU-Net (3d_fullres)")) == 1 and "PlainConvUNet" in out
-    search, checkpointed = _peaks(out, "search (nnUNetTrainerSCNASSearch_cpu)")
-    assert 0 < checkpointed < search and "stem 8, checkpointed cells" in out
+    search, checkpointed, worst, worst_checkpointed = _peaks(out, "search (nnUNetTrainerSCNASSearch_cpu)")
+    assert 0 < checkpointed < search < worst and checkpointed < worst_checkpointed < worst
+    assert "stem 8, first samples, checkpointed cells" in out and "stem 8, worst case (" in out
 
     assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "16"]) == 0
     capsys.readouterr()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.errors import UserError
@@ -19,19 +20,28 @@ from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAMES, DatasetPlans, plans_network_on_meta, read_plans
 from nnunet_scnas.nnunet.search.step import ARCHITECTURE_STEP, WEIGHT_STEP, sample_generator
 from nnunet_scnas.search_memory import network_memories, network_memory, search_memories
+from nnunet_scnas.search_worst_case import op_sample, worst_case_ops
 from nnunet_scnas.supernet import SCNASSupernet
 
-# the first iteration's two samples (weight step, architecture step) are traced: the sample moves the peak by a
-# few percent
+# the first iteration's two samples (weight step, architecture step) are traced: the typical peak at the start
 SAMPLED_ITERATIONS = 1
 # what a fit may use of the GPU memory that is free: the estimate tracks what torch allocates (about 2 % over a
 # measured peak), while the caching allocator reserves more than it hands out (fragmentation)
 USABLE_FRACTION = 0.9
 
 
+@dataclass(frozen=True)
+class SearchEstimates:
+    """Peaks of a search iteration, {checkpointed cells?: estimate}: at the first iteration's samples (typical of
+    the start) and in the worst case of the op choices (every edge runs `worst_ops`, `search_worst_case.py`)."""
+    typical: dict[bool, MemoryEstimate]
+    worst: dict[bool, MemoryEstimate]
+    worst_ops: tuple[str, str]
+
+
 def search_step_estimates(build_supernet: Callable[[], SCNASSupernet], batch_shape, seed: int, tau: float,
-                          autocast: bool = True) -> tuple[MemoryEstimate, MemoryEstimate]:
-    """Peak of a search iteration without and with checkpointed cells.
+                          autocast: bool = True) -> SearchEstimates:
+    """Peak of a search iteration without and with checkpointed cells, typical and worst case.
 
     Args:
         build_supernet: builds the trainer's supernet (called under the meta device).
@@ -42,8 +52,11 @@ def search_step_estimates(build_supernet: Callable[[], SCNASSupernet], batch_sha
                   for step in (WEIGHT_STEP, ARCHITECTURE_STEP)]
     with torch.device("meta"):
         supernet = build_supernet()
-    estimates = search_memories(supernet, batch_shape, generators, tau, autocast=autocast)
-    return estimates[False], estimates[True]
+    typical = search_memories(supernet, batch_shape, generators, tau, autocast=autocast)
+    worst_ops = worst_case_ops(supernet, batch_shape, tau, autocast)
+    worst = search_memories(supernet, batch_shape, [op_sample(worst_ops)], tau, autocast=autocast)
+    return SearchEstimates(typical, {flag: max(worst[flag], typical[flag], key=lambda e: e.total) for flag in worst},
+                           worst_ops)
 
 
 CHECKPOINT_SETTINGS = (True, False, "auto")
@@ -54,37 +67,55 @@ def _check_setting(setting) -> None:
         raise UserError(f"checkpoint_cells must be True, False or 'auto', got {setting!r}")
 
 
-def choose_checkpointing(setting, without: MemoryEstimate, with_checkpointing: MemoryEstimate, available: int,
-                         what_to_do: str) -> tuple[bool, str]:
-    """(checkpoint the cells?, a log line) for `setting` True / False / "auto", given `available` GPU bytes.
+def choose_checkpointing(setting, estimates: SearchEstimates, available: int, what_to_do: str,
+                         ranks: int = 1) -> tuple[bool, str]:
+    """(checkpoint the cells?, a log line) for `setting` True / False / "auto", given `available` GPU bytes (the
+    least of `ranks` GPUs).
 
-    "auto" checkpoints only when the plain search would not fit; when neither fits it raises a UserError that
-    says `what_to_do`. True and False are obeyed, with a warning in the line when the estimate does not fit.
+    The decision holds for the whole search, so it is made on the worst case of the op choices: "auto"
+    checkpoints unless the plain search fits in the worst case; when not even the checkpointed worst case fits,
+    it raises a UserError that says `what_to_do`. True and False are obeyed, with a warning in the line when
+    their worst case does not fit.
     """
     _check_setting(setting)
     usable = USABLE_FRACTION * available
-    figures = (f"estimated peak {without.total / GiB:.1f} GiB, {with_checkpointing.total / GiB:.1f} GiB with "
-               f"checkpointed cells; {available / GiB:.1f} GiB of GPU memory available")
+    worst, typical = estimates.worst, estimates.typical
+    where = f"the least of {ranks} GPUs" if ranks > 1 else "this GPU"
+    figures = (f"estimated peak of a search step {worst[False].total / GiB:.1f} GiB, {worst[True].total / GiB:.1f} "
+               f"GiB with checkpointed cells, assuming the worst case of the op choices (every edge sampling "
+               f"{' and '.join(estimates.worst_ops)}; the first samples need {typical[False].total / GiB:.1f} and "
+               f"{typical[True].total / GiB:.1f} GiB); {available / GiB:.1f} GiB available on {where}")
     if setting == "auto":
-        if without.total <= usable:
+        if worst[False].total <= usable:
             return False, f"{figures}: cells not checkpointed"
-        if with_checkpointing.total <= usable:
+        if worst[True].total <= usable:
             return True, f"{figures}: cells checkpointed (recomputed in the backward pass)"
-        raise UserError(f"the search does not fit this GPU even with checkpointed cells ({figures}): {what_to_do}")
-    chosen = with_checkpointing if setting else without
-    warning = "" if chosen.total <= usable else " - WARNING: this may not fit; set checkpoint_cells = 'auto'"
+        raise UserError(f"the search does not fit {where} even with checkpointed cells ({figures}): {what_to_do}")
+    warning = "" if worst[setting].total <= usable else " - WARNING: this may not fit; set checkpoint_cells = 'auto'"
     return setting, f"{figures}: checkpoint_cells = {setting}{warning}"
+
+
+def least_available(available: int, device: torch.device) -> tuple[int, int]:
+    """(the smallest of every rank's `available` bytes, the number of ranks): one decision for all ranks of a
+    multi-GPU search, made for the GPU with the least free memory. Without a process group: (`available`, 1)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return available, 1
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")  # nccl reduces CUDA tensors only
+    figure = torch.tensor([available], dtype=torch.int64, device=on)
+    dist.all_reduce(figure, op=dist.ReduceOp.MIN)
+    return int(figure.item()), dist.get_world_size()
 
 
 def decide_checkpointing(trainer, setting, available: int | None = None) -> tuple[bool, str]:
     """The search trainer's choice (see `choose_checkpointing`), made once its network is built and before any
-    data is loaded. Off the GPU, True / False are obeyed and "auto" means no checkpointing. `available`: GPU
-    bytes (default: what CUDA reports free, plus what torch already holds there)."""
+    data is loaded; every rank of a multi-GPU search makes the same one. Off the GPU, True / False are obeyed
+    and "auto" means no checkpointing. `available`: this GPU's bytes (default: what CUDA reports free, plus what
+    torch already holds there)."""
     _check_setting(setting)
     if trainer.device.type != "cuda":
         return setting is True, f"checkpointed cells: {setting is True} (checkpoint_cells = {setting!r}, not on CUDA)"
     batch_shape = [trainer.batch_size, trainer.num_input_channels, *trainer.configuration_manager.patch_size]
-    without, with_checkpointing = search_step_estimates(
+    estimates = search_step_estimates(
         lambda: trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
                                                    trainer.num_input_channels,
                                                    trainer.label_manager.num_segmentation_heads,
@@ -93,8 +124,8 @@ def decide_checkpointing(trainer, setting, available: int | None = None) -> tupl
     if available is None:
         free, _ = torch.cuda.mem_get_info(trainer.device)
         available = free + torch.cuda.memory_allocated(trainer.device)  # the supernet itself is in the estimate
-    return choose_checkpointing(setting, without, with_checkpointing, available,
-                                advice(trainer.batch_size, trainer.stem_width))
+    available, ranks = least_available(available, trainer.device)
+    return choose_checkpointing(setting, estimates, available, advice(trainer.batch_size, trainer.stem_width), ranks)
 
 
 def advice(batch_size: int, stem_width: int) -> str:
@@ -161,7 +192,8 @@ def _derived_network(plans: DatasetPlans, name: str, input_channels: int):
 def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",
                   batch_size: int | None = None, stem_width: int | None = None, plans_name: str = "nnUNetPlans",
                   autocast: bool = True) -> PlanEstimate:
-    """Stock nnU-Net's network, the search without and with checkpointed cells, and, if `configuration` is an
+    """Stock nnU-Net's network, the search without and with checkpointed cells (at the first samples and in the
+    worst case of the op choices), and, if `configuration` is an
     exported SCNAS one, its derived network (plain and checkpointed); the stock rows use its parent."""
     plans = read_plans(dataset, plans_name)
     requested = plans.configuration(configuration)
@@ -187,11 +219,13 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     rows = [EstimateRow(f"stock nnU-Net ({stock_name})", stock.network_arch_class_name.rsplit(".", 1)[-1],
                         network_memory(plans_network_on_meta(stock, input_channels, plans.num_classes, True),
                                        batch_shape, autocast))]
-    plain, checkpointed = search_step_estimates(
+    search = search_step_estimates(
         lambda: SCNASSupernet(input_channels, plans.num_classes, width, strides), batch_shape,
         search_trainer.search_seed, search_trainer.tau_start, autocast)
-    rows += [EstimateRow(f"search ({trainer})", f"stem {width}", plain),
-             EstimateRow(f"search ({trainer})", f"stem {width}, checkpointed cells", checkpointed)]
+    worst_case = f"worst case ({' + '.join(search.worst_ops)} on every edge)"
+    for case, estimates in (("first samples", search.typical), (worst_case, search.worst)):
+        rows += [EstimateRow(f"search ({trainer})", f"stem {width}, {case}", estimates[False]),
+                 EstimateRow(f"search ({trainer})", f"stem {width}, {case}, checkpointed cells", estimates[True])]
     if exported:
         derived = network_memories(_derived_network(plans, configuration, input_channels), batch_shape, autocast)
         for checkpoint_cells, estimate in derived.items():
