@@ -117,7 +117,8 @@ def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
     assert len(_peaks(out, "stock nnU-Net (3d_fullres)")) == 1 and "PlainConvUNet" in out
     search, checkpointed, worst, worst_checkpointed = _peaks(out, "search (nnUNetTrainerSCNASSearch_cpu)")
     assert 0 < checkpointed < search < worst and checkpointed < worst_checkpointed < worst
-    assert "stem 8, first samples, checkpointed cells" in out and "stem 8, worst case (" in out
+    assert "stem 8, first samples, checkpointed cells" in out and "stem 8, worst case, checkpointed cells" in out
+    assert "worst case = every edge sampling max_pool_3x3x3 and" in out
 
     assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "16"]) == 0
     capsys.readouterr()
@@ -156,3 +157,39 @@ def test_bad_input_is_one_line(arguments, expected, private_plans, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
     assert private_plans.read_bytes() == before
+
+
+def _seconds_and_hours(line: str) -> tuple[float, list[float]]:
+    seconds = float(line.split(": ")[1].split(" s/iteration")[0])
+    return seconds, [float(part.split(" h")[0].split()[-1]) for part in line.split("; ")[1].split(", ")]
+
+
+def test_estimate_time_times_the_cpu_and_says_so(private_plans, capsys):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    capsys.readouterr()
+    assert main(["estimate", "-d", "951", "-c", "3d_fullres_scnas", "-tr", "nnUNetTrainerSCNASSearch_cpuQuick",
+                 "--time"]) == 0
+    out = capsys.readouterr().out
+    print(out)  # the timings, for the record of this run
+    assert "time on the CPU: no GPU found, so these are CPU figures" in out
+    timed = {line.split(" (")[0]: line for line in out.splitlines() if "s/iteration" in line}
+    assert set(timed) == {"search", "derived", "stock nnU-Net"}
+    assert "cells not checkpointed" in timed["search"] and "not compiled" in timed["derived"]
+    # the hours are the seconds per iteration times the schedule: the quick variant's 2 x 2, nnU-Net's 1000 x 250
+    assert "2 epochs x 2 = " in timed["search"] and "one fold 1000 x 250 = " in timed["stock nnU-Net"]
+    for name, iterations in [("search", [4]), ("derived", [250_000, 1_250_000]), ("stock nnU-Net", [250_000, 1_250_000])]:
+        seconds, hours = _seconds_and_hours(timed[name])
+        for printed, count in zip(hours, iterations, strict=True):
+            assert printed == pytest.approx(seconds * count / 3600, rel=0.005, abs=0.05)  # seconds printed rounded
+
+
+def test_estimate_time_skips_what_would_not_fit_the_free_ram(private_plans, monkeypatch):
+    from nnunet_scnas.nnunet import time_estimate
+    from nnunet_scnas.nnunet.memory_estimate import EstimateRow, PlanEstimate, resolve_plan
+
+    monkeypatch.setattr(time_estimate, "_available_ram", lambda: 2 ** 20)
+    rows = [EstimateRow("stock nnU-Net (3d_fullres)", "PlainConvUNet", _estimate(0.01))]
+    estimate = PlanEstimate("D", "3d_fullres", (8, 8, 8), 2, True, rows, SEARCH)  # what a real one holds, at 1 MiB
+    lines = time_estimate.time_plan(resolve_plan("951"), estimate, torch.device("cpu"))
+    assert "no GPU found" in lines[0]
+    assert len(lines) == 3 and all("more than this machine's free RAM" in line for line in lines[1:])

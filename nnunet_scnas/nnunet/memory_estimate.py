@@ -17,7 +17,8 @@ from nnunet_scnas.macro import check_stem_width
 from nnunet_scnas.memory import GiB, MemoryEstimate
 from nnunet_scnas.nnunet.commands import find_trainer_class
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
-from nnunet_scnas.nnunet.plans import DERIVED_CLASS_NAMES, DatasetPlans, plans_network_on_meta, read_plans
+from nnunet_scnas.nnunet.plans import (DERIVED_CLASS_NAMES, DatasetPlans, plans_network, plans_network_on_meta,
+                                      read_plans)
 from nnunet_scnas.nnunet.search.step import ARCHITECTURE_STEP, WEIGHT_STEP, sample_generator
 from nnunet_scnas.search_memory import network_memories, network_memory, search_memories
 from nnunet_scnas.search_worst_case import op_sample, worst_case_ops
@@ -150,6 +151,7 @@ class PlanEstimate:
     batch_size: int
     autocast: bool
     rows: list[EstimateRow]
+    search: SearchEstimates
 
     def table(self) -> str:
         """One small table in GiB, as `nnunet-scnas estimate` prints it."""
@@ -162,6 +164,9 @@ class PlanEstimate:
                 f"{self.batch_size} per GPU, {'CUDA autocast (float16 convs)' if self.autocast else 'float32'}"]
         text += ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                  for row in [header, *lines]]
+        text.append(f"search: first samples = the first iteration's (the first epoch's tau, near-uniform logits); worst case = "
+                    f"every edge sampling {' and '.join(self.search.worst_ops)}, the op choices that keep the most "
+                    f"for the backward: checkpoint_cells = 'auto' decides on it, as the logits may concentrate there")
         return "\n".join(text)
 
 
@@ -177,24 +182,41 @@ def find_search_trainer(name: str):
     return trainer
 
 
-def _derived_network(plans: DatasetPlans, name: str, input_channels: int):
+def derived_network(plans: DatasetPlans, name: str, input_channels: int, device=torch.device("meta")):
+    """The derived network of exported configuration `name`, with deep supervision, on `device`."""
     configuration = plans.configuration(name)
     if configuration.network_arch_init_kwargs.get("cell_layout") != CELL_LAYOUT:
         raise UserError(f"configuration {name!r} was exported for the old cell layout (nodes as wide as the cell): "
                         f"re-export it with nnunet-scnas export-plans -o {name} --force (the genotype stays valid)")
     try:
-        return plans_network_on_meta(configuration, input_channels, plans.num_classes, deep_supervision=True)
+        return plans_network(configuration, input_channels, plans.num_classes, True, device)
     except (ValueError, TypeError) as error:  # architecture kwargs edited by hand
         raise UserError(f"configuration {name!r} of {plans.plans_file} does not build: {error}; re-export it with "
                         f"nnunet-scnas export-plans -o {name} --force") from None
 
 
-def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",
-                  batch_size: int | None = None, stem_width: int | None = None, plans_name: str = "nnUNetPlans",
-                  autocast: bool = True) -> PlanEstimate:
-    """Stock nnU-Net's network, the search without and with checkpointed cells (at the first samples and in the
-    worst case of the op choices), and, if `configuration` is an
-    exported SCNAS one, its derived network (plain and checkpointed); the stock rows use its parent."""
+@dataclass(frozen=True)
+class PlanSetting:
+    """What `estimate` (memory and time) works on: a dataset's plan, its stock parent and the search's settings."""
+    plans: DatasetPlans
+    configuration: str  # as requested
+    exported: bool  # an exported SCNAS configuration (it adds its derived network)
+    stock_name: str  # the stock configuration (the parent of an exported one)
+    search_trainer: type
+    trainer_name: str
+    stem_width: int
+    strides: list
+    batch_shape: list  # [N, C, X, Y, Z] per GPU
+
+    @property
+    def stock(self):
+        return self.plans.configuration(self.stock_name)
+
+
+def resolve_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",
+                 batch_size: int | None = None, stem_width: int | None = None,
+                 plans_name: str = "nnUNetPlans") -> PlanSetting:
+    """Read and check what `estimate` needs (one UserError each); see `estimate_plan` for the arguments."""
     plans = read_plans(dataset, plans_name)
     requested = plans.configuration(configuration)
     exported = requested.network_arch_class_name in DERIVED_CLASS_NAMES
@@ -209,27 +231,38 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     batch = stock.batch_size if batch_size is None else batch_size
     if batch < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch}")
-    input_channels = plans.input_channels(stock)
-    batch_shape = [batch, input_channels, *stock.patch_size]
     try:
         strides = scnas_strides(stock, stock_name)
     except UserError as error:
         raise UserError(f"the search cannot run on this plan: {error}") from None
+    return PlanSetting(plans, configuration, exported, stock_name, search_trainer, trainer, width, strides,
+                       [batch, plans.input_channels(stock), *stock.patch_size])
 
-    rows = [EstimateRow(f"stock nnU-Net ({stock_name})", stock.network_arch_class_name.rsplit(".", 1)[-1],
+
+def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str = "nnUNetTrainerSCNASSearch",
+                  batch_size: int | None = None, stem_width: int | None = None, plans_name: str = "nnUNetPlans",
+                  autocast: bool = True) -> PlanEstimate:
+    """Stock nnU-Net's network, the search without and with checkpointed cells (at the first samples and in the
+    worst case of the op choices), and, if `configuration` is an exported SCNAS one, its derived network (plain
+    and checkpointed); the stock rows use its parent."""
+    plan = resolve_plan(dataset, configuration, trainer, batch_size, stem_width, plans_name)
+    plans, stock, batch_shape, width = plan.plans, plan.stock, plan.batch_shape, plan.stem_width
+    input_channels = batch_shape[1]
+    rows = [EstimateRow(f"stock nnU-Net ({plan.stock_name})", stock.network_arch_class_name.rsplit(".", 1)[-1],
                         network_memory(plans_network_on_meta(stock, input_channels, plans.num_classes, True),
                                        batch_shape, autocast))]
     search = search_step_estimates(
-        lambda: SCNASSupernet(input_channels, plans.num_classes, width, strides), batch_shape,
-        search_trainer.search_seed, search_trainer.tau_start, autocast)
-    worst_case = f"worst case ({' + '.join(search.worst_ops)} on every edge)"
-    for case, estimates in (("first samples", search.typical), (worst_case, search.worst)):
+        lambda: SCNASSupernet(input_channels, plans.num_classes, width, plan.strides), batch_shape,
+        plan.search_trainer.search_seed, plan.search_trainer.tau_start, autocast)
+    for case, estimates in (("first samples", search.typical), ("worst case", search.worst)):
         rows += [EstimateRow(f"search ({trainer})", f"stem {width}, {case}", estimates[False]),
                  EstimateRow(f"search ({trainer})", f"stem {width}, {case}, checkpointed cells", estimates[True])]
-    if exported:
-        derived = network_memories(_derived_network(plans, configuration, input_channels), batch_shape, autocast)
+    if plan.exported:
+        requested = plans.configuration(configuration)
+        derived = network_memories(derived_network(plans, configuration, input_channels), batch_shape, autocast)
         for checkpoint_cells, estimate in derived.items():
             detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}"
                       + (", checkpointed cells" if checkpoint_cells else ""))
             rows.append(EstimateRow(f"derived ({configuration})", detail, estimate))
-    return PlanEstimate(plans.dataset_name, configuration, tuple(stock.patch_size), batch, autocast, rows)
+    return PlanEstimate(plans.dataset_name, configuration, tuple(stock.patch_size), batch_shape[0], autocast, rows,
+                        search)
