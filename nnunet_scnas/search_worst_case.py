@@ -6,8 +6,8 @@ step keeps for its backward is, per edge, what each of its sampled ops saves (di
 shared LeakyReLU), summed over the edges. So the dearest sample runs, on every edge, the two ops that save the
 most. They are found by tracing: each op alone on every edge (a one-op sample), ranked by the step's peak. On the
 BrainTumour plan (128^3) that is `max_pool_3x3x3` (it keeps int64 indices) and a dilated separable conv (the three
-dilations tie): about 50 % above the first samples of a search; `tests/test_core_worst_case.py` checks at a small plan that no
-pair of ops, on all edges or mixed per edge, beats it.
+dilations tie): about 50 % above the first samples of a search. `benchmarks/worst_case.md` traces every pair of
+ops and random per-edge mixes of pairs at that plan; `tests/test_core_worst_case.py` checks a few at a small one.
 """
 from collections.abc import Sequence
 

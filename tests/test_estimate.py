@@ -190,6 +190,6 @@ def test_estimate_time_skips_what_would_not_fit_the_free_ram(private_plans, monk
     monkeypatch.setattr(time_estimate, "_available_ram", lambda: 2 ** 20)
     rows = [EstimateRow("stock nnU-Net (3d_fullres)", "PlainConvUNet", _estimate(0.01))]
     estimate = PlanEstimate("D", "3d_fullres", (8, 8, 8), 2, True, rows, SEARCH)  # what a real one holds, at 1 MiB
-    lines = time_estimate.time_plan(resolve_plan("951"), estimate, torch.device("cpu"))
+    lines = list(time_estimate.time_plan(resolve_plan("951"), estimate, torch.device("cpu")))
     assert "no GPU found" in lines[0]
     assert len(lines) == 3 and all("more than this machine's free RAM" in line for line in lines[1:])

@@ -7,7 +7,7 @@ uncompiled (nnU-Net compiles on CUDA, which takes minutes and then runs faster).
 RAM is skipped with a line instead of being killed by the system.
 """
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -54,8 +54,9 @@ def _retraining(seconds: float) -> str:
             f"{_hours(seconds, FOLDS * fold)}")
 
 
-def time_plan(plan: PlanSetting, estimate: PlanEstimate, device: torch.device | None = None) -> list[str]:
-    """Lines for `estimate --time`: the header, then per network its seconds per iteration and schedule hours.
+def time_plan(plan: PlanSetting, estimate: PlanEstimate, device: torch.device | None = None) -> Iterator[str]:
+    """Lines for `estimate --time`, each as soon as it is known (a CPU step takes minutes at a real plan): the
+    header, then per network its seconds per iteration and schedule hours.
 
     Args:
         plan: from `resolve_plan`.
@@ -66,7 +67,7 @@ def time_plan(plan: PlanSetting, estimate: PlanEstimate, device: torch.device | 
     device = device or timing_device()
     trainer, search = plan.search_trainer, estimate.search
     batch_shape, num_classes, channels = plan.batch_shape, plan.plans.num_classes, plan.batch_shape[1]
-    lines = [header(device)]
+    yield header(device)
 
     # the search, with the checkpointing its trainer would choose here
     if device.type == "cuda":
@@ -80,7 +81,7 @@ def time_plan(plan: PlanSetting, estimate: PlanEstimate, device: torch.device | 
         checkpoint = trainer.checkpoint_cells is True
     name = f"search ({plan.trainer_name}, stem {plan.stem_width}"
     if checkpoint is None:
-        lines.append(f"{name}): does not fit this GPU even with checkpointed cells (see the memory rows): not timed")
+        yield f"{name}): does not fit this GPU even with checkpointed cells (see the memory rows): not timed"
     else:
         def build_search():
             supernet = SCNASSupernet(channels, num_classes, plan.stem_width, plan.strides)
@@ -88,22 +89,21 @@ def time_plan(plan: PlanSetting, estimate: PlanEstimate, device: torch.device | 
             channels_last_on_cpu(supernet, device)  # as the search trainer does
             return search_step(supernet, batch_shape, num_classes, device, trainer)
         epochs, per_epoch = trainer.search_epochs, trainer.search_iterations_per_epoch
-        lines.append(_timed(f"{name}, cells {'' if checkpoint else 'not '}checkpointed)", build_search,
-                            search.typical[checkpoint].total, estimate.autocast, device,
-                            lambda seconds: f"{epochs} epochs x {per_epoch} = {_hours(seconds, epochs * per_epoch)}"))
+        yield _timed(f"{name}, cells {'' if checkpoint else 'not '}checkpointed)", build_search,
+                     search.typical[checkpoint].total, estimate.autocast, device,
+                     lambda seconds: f"{epochs} epochs x {per_epoch} = {_hours(seconds, epochs * per_epoch)}")
 
     plain = [row for row in estimate.rows if "checkpointed" not in row.detail]
     if plan.exported:
-        lines.append(_timed(f"derived ({plan.configuration}, not compiled)",
-                            lambda: nnunet_step(derived_network(plan.plans, plan.configuration, channels, device),
-                                                batch_shape, num_classes, device),
-                            plain[-1].estimate.total, estimate.autocast, device, _retraining))
+        yield _timed(f"derived ({plan.configuration}, not compiled)",
+                     lambda: nnunet_step(derived_network(plan.plans, plan.configuration, channels, device),
+                                         batch_shape, num_classes, device),
+                     plain[-1].estimate.total, estimate.autocast, device, _retraining)
     stock_class = plan.stock.network_arch_class_name.rsplit(".", 1)[-1]
-    lines.append(_timed(f"stock nnU-Net ({plan.stock_name}, {stock_class}, not compiled)",
-                        lambda: nnunet_step(plans_network(plan.stock, channels, num_classes, True, device),
-                                            batch_shape, num_classes, device),
-                        plain[0].estimate.total, estimate.autocast, device, _retraining))
-    return lines
+    yield _timed(f"stock nnU-Net ({plan.stock_name}, {stock_class}, not compiled)",
+                 lambda: nnunet_step(plans_network(plan.stock, channels, num_classes, True, device),
+                                     batch_shape, num_classes, device),
+                 plain[0].estimate.total, estimate.autocast, device, _retraining)
 
 
 def _timed(label: str, build: Callable[[], TrainingStep], estimate: int, autocast_estimate: bool,
