@@ -7,7 +7,6 @@ Plain search step (no checkpointed cells), CUDA autocast dtypes, 128^3, 4 channe
 grow with the batch, the ranking does not). Peaks are estimates (`search_memories`), not measurements.
 """
 import datetime
-import json
 import random
 import shlex
 import sys
@@ -21,26 +20,15 @@ sys.path.insert(0, str(HERE))
 from search_memory import BRAIN_TUMOUR, STRIDES_128  # noqa: E402
 
 from nnunet_scnas.atomic import write_json, write_text  # noqa: E402
-from nnunet_scnas.genotype import CELL_TYPES, EDGES  # noqa: E402
 from nnunet_scnas.memory import GiB  # noqa: E402
 from nnunet_scnas.nnunet.provenance import machine, versions  # noqa: E402
 from nnunet_scnas.ops import OPS  # noqa: E402
 from nnunet_scnas.search_memory import search_memories  # noqa: E402
-from nnunet_scnas.search_worst_case import op_sample, worst_case_ops  # noqa: E402
+from nnunet_scnas.search_worst_case import op_sample, random_pairs_sample, worst_case_ops  # noqa: E402
 from nnunet_scnas.supernet import SCNASSupernet  # noqa: E402
 
 BATCH = [1, BRAIN_TUMOUR["input_channels"], *BRAIN_TUMOUR["patch"]]
 MIXES = 8
-
-
-def mixed_sample(rng: random.Random) -> dict[str, torch.Tensor]:
-    sample = {}
-    for cell_type in CELL_TYPES:
-        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool)
-        for edge in range(len(EDGES)):
-            mask[edge, rng.sample(range(len(OPS)), 2)] = True
-        sample[cell_type] = mask
-    return sample
 
 
 def main():
@@ -53,7 +41,7 @@ def main():
     chosen = worst_case_ops(supernet, BATCH, 5.0, autocast=True)
     pairs = {" + ".join(pair): peak(op_sample(pair)) for pair in combinations(OPS, 2)}
     rng = random.Random(0)
-    mixes = [peak(mixed_sample(rng)) for _ in range(MIXES)]
+    mixes = [peak(random_pairs_sample(rng)) for _ in range(MIXES)]
     report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "batch_shape": BATCH, "chosen": list(chosen),

@@ -9,6 +9,7 @@ BrainTumour plan (128^3) that is `max_pool_3x3x3` (it keeps int64 indices) and a
 dilations tie): about 50 % above the first samples of a search. `benchmarks/worst_case.md` traces every pair of
 ops and random per-edge mixes of pairs at that plan; `tests/test_core_worst_case.py` checks a few at a small one.
 """
+import random
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,17 @@ def op_sample(ops: Sequence[str]) -> dict[str, torch.Tensor]:
     mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool)
     mask[:, [OPS.index(op) for op in ops]] = True
     return {cell_type: mask for cell_type in CELL_TYPES}
+
+
+def random_pairs_sample(rng: random.Random) -> dict[str, torch.Tensor]:
+    """A given sample with a random pair of ops on every edge of every cell type: a mix to compare the worst case with."""
+    sample = {}
+    for cell_type in CELL_TYPES:
+        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool)
+        for edge in range(len(EDGES)):
+            mask[edge, rng.sample(range(len(OPS)), 2)] = True
+        sample[cell_type] = mask
+    return sample
 
 
 def rank_ops(supernet: nn.Module, batch_shape: Sequence[int], tau: float, autocast: bool) -> list[tuple[str, int]]:

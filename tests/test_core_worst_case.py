@@ -3,10 +3,8 @@ import random
 
 import torch
 
-from nnunet_scnas.genotype import CELL_TYPES, EDGES
-from nnunet_scnas.ops import OPS
 from nnunet_scnas.search_memory import search_memories
-from nnunet_scnas.search_worst_case import op_sample, worst_case_ops
+from nnunet_scnas.search_worst_case import op_sample, random_pairs_sample, worst_case_ops
 from nnunet_scnas.supernet import SCNASSupernet
 
 BATCH = [1, 2, 16, 32, 32]
@@ -22,17 +20,6 @@ def _peak(supernet, sample) -> int:
     return search_memories(supernet, BATCH, [sample], tau=5.0, checkpointed=(False,))[False].total
 
 
-def _mixed(rng: random.Random) -> dict[str, torch.Tensor]:
-    """Per cell type and edge, a random pair of ops."""
-    sample = {}
-    for cell_type in CELL_TYPES:
-        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool)
-        for edge in range(len(EDGES)):
-            mask[edge, rng.sample(range(len(OPS)), 2)] = True
-        sample[cell_type] = mask
-    return sample
-
-
 def test_the_worst_case_needs_more_than_other_pairs_mixes_and_the_samplers_draws():
     # a few traces only (each takes seconds on meta); benchmarks/worst_case.py compares every pair at 128^3
     supernet = _supernet()
@@ -41,7 +28,7 @@ def test_the_worst_case_needs_more_than_other_pairs_mixes_and_the_samplers_draws
     others = [_peak(supernet, op_sample(pair)) for pair in (["conv_3x3x3", "dil_sep_conv_3x3x3_r4"],
                                                            ["max_pool_3x3x3", "avg_pool_3x3x3"])]
     rng = random.Random(0)
-    mixed = [_peak(supernet, _mixed(rng)) for _ in range(2)]
+    mixed = [_peak(supernet, random_pairs_sample(rng)) for _ in range(2)]
     generators = [torch.Generator().manual_seed(seed) for seed in range(2)]
     typical = search_memories(supernet, BATCH, generators, tau=5.0, checkpointed=(False,))[False].total
     assert worst > max(others) and worst > max(mixed) and worst > 1.2 * typical
