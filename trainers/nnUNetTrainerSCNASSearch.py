@@ -24,7 +24,7 @@ from nnunet_scnas.nnunet.search.split import search_datasets
 from nnunet_scnas.nnunet.search.state import TemperatureSchedule, make_search_optimizer, seed_everything, seed_from
 from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
 from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
-from nnunet_scnas.nnunet.training.jaccard_loss import search_loss
+from nnunet_scnas.nnunet.training.jaccard_loss import build_search_loss
 from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
 
@@ -97,7 +97,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
                 TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end))
 
     def _build_loss(self):
-        return search_loss(super()._build_loss(), self)
+        return build_search_loss(super()._build_loss(), self)
 
     def get_tr_and_val_datasets(self):
         return search_datasets(self)  # nnU-Net's "train" / "val" loaders: the weight and architecture sets

@@ -61,7 +61,7 @@ def with_jaccard_loss(nnunet_loss: nn.Module, label_manager, batch_dice: bool) -
     return jaccard
 
 
-def search_loss(nnunet_loss: nn.Module, trainer) -> nn.Module:
+def build_search_loss(nnunet_loss: nn.Module, trainer) -> nn.Module:
     """The search's loss from nnU-Net's (`trainer._build_loss`): as it is (`search_loss = "nnunet"`) or with the
     soft Jaccard loss in place of Dice + CE (`"jaccard"`, the paper's §3)."""
     if trainer.search_loss == "jaccard":
