@@ -16,7 +16,8 @@ which is what the search did before these savers.
 Every estimate is for a memory mode of the network (`macro.py`): "plain", "lean" (cheap ops recomputed) or
 "cells" (whole cells recomputed); the two that recompute add what one recomputation brings back (`memory.py`).
 """
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -115,9 +116,18 @@ def _cpu_logits(supernet: nn.Module) -> None:
             supernet.alphas[cell_type] = nn.Parameter(torch.zeros(alpha.shape))
 
 
-def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators: Sequence[torch.Generator],
-                    tau: float, autocast: bool = False, savers: bool = True,
-                    modes: Sequence[str] = MEMORY_MODES,
+def _fixed_sample(supernet: nn.Module, masks: Mapping[str, torch.Tensor]) -> Callable[[], dict]:
+    """`architecture_weights` for a given sample: per cell type, the ops of a bool mask `[14, 8]`, weighted as the
+    sampler weights a pair (a softmax of their logits, with the graph to the logits when `arch_grad`)."""
+    def weights():
+        return {cell_type: torch.softmax((alpha if supernet.arch_grad else alpha.detach()).masked_fill(
+            ~masks[cell_type], -math.inf), dim=-1) for cell_type, alpha in supernet.alphas.items()}
+    return weights
+
+
+def search_memories(supernet: nn.Module, batch_shape: Sequence[int],
+                    generators: Sequence[torch.Generator | Mapping[str, torch.Tensor]], tau: float,
+                    autocast: bool = False, savers: bool = True, modes: Sequence[str] = MEMORY_MODES,
                     steps: Sequence[str] = ("weights", "architecture")) -> dict[str, MemoryEstimate]:
     """{memory mode: the peak of a search iteration}: the larger of its two steps, over the two-op samples of
     `generators`.
@@ -126,7 +136,8 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators:
         supernet: an `SCNASSupernet` built on meta (its logits are replaced by CPU zeros, see `_cpu_logits`).
         batch_shape: `[N, C, X, Y, Z]` per GPU.
         generators: one per sample to trace (e.g. the first iterations' weight- and architecture-step
-            generators); the two-op sample changes the memory by a few percent.
+            generators); the two-op sample changes the memory by a few percent. A mapping instead of a
+            generator is a given sample: cell type -> bool `[14, 8]`, the ops each edge runs (e.g. the worst case).
         tau: the temperature (the first epoch's is the one at which samples are most spread).
         savers: False traces the straightforward formulation (see the module docstring).
         modes: the memory modes to estimate (`macro.MEMORY_MODES`).
@@ -141,19 +152,24 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int], generators:
     estimates = {mode: [] for mode in modes}
     try:
         for generator in generators:
-            state = generator.get_state()
-            supernet.generator = generator
+            given = not isinstance(generator, torch.Generator)
+            if given:  # an instance attribute: the class's sampler is back after the `finally`
+                supernet.architecture_weights = _fixed_sample(supernet, generator)
+            else:
+                state = generator.get_state()
+                supernet.generator = generator
             for step in steps:
                 supernet.arch_grad = step == "architecture" or not savers
                 trained = parameters if not savers else weights if step == "weights" else logits
                 with supernet.frozen_weights() if savers and step == "architecture" else nullcontext():
                     traces = _traces(supernet, batch_shape, autocast, modes,
-                                     before_each=lambda: generator.set_state(state))  # the same sample each time
+                                     before_each=lambda: given or generator.set_state(state))  # the same sample
                 for mode, (trace, recomputed) in traces.items():
                     estimates[mode].append(training_memory(trace, parameters, trained, optimized=parameters,
                                                            recomputed=recomputed))
     finally:
         supernet.arch_grad = True
+        supernet.__dict__.pop("architecture_weights", None)
         for cell in cells_of(supernet):
             cell.share_activation = True
     return {mode: max(found, key=lambda e: e.total) for mode, found in estimates.items()}

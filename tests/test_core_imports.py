@@ -1,4 +1,4 @@
-"""The core is pure PyTorch: importing it never imports nnU-Net (DESIGN.md section 4)."""
+"""The core is pure PyTorch: importing it never imports nnU-Net (docs/architecture.md, "Layers")."""
 import subprocess
 import sys
 

@@ -4,13 +4,19 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from nnunet_scnas.cli.main import main
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.memory import GiB, MemoryEstimate
-from nnunet_scnas.nnunet.memory_estimate import USABLE_FRACTION, choose_checkpointing, decide_checkpointing
+from nnunet_scnas.nnunet import memory_estimate
+from nnunet_scnas.nnunet.memory_estimate import (USABLE_FRACTION, SearchEstimates, choose_memory_mode,
+                                                decide_memory_mode, least_available)
 from nnunet_scnas.supernet import SCNASSupernet
 
 
@@ -18,30 +24,56 @@ def _estimate(gib: float) -> MemoryEstimate:
     return MemoryEstimate(0, 0, 0, int(gib * GiB), 0)
 
 
-PLAIN, CHECKPOINTED = _estimate(30), _estimate(12)
+# a search whose first samples need 25 GiB plain (12 lean, 10 with checkpointed cells) and its worst case of the op
+# choices 40 (20, 16)
+SEARCH = SearchEstimates(typical={"plain": _estimate(25), "lean": _estimate(12), "cells": _estimate(10)},
+                         worst={"plain": _estimate(40), "lean": _estimate(20), "cells": _estimate(16)},
+                         worst_ops=("max_pool_3x3x3", "conv_3x3x3"))
 
 
 @pytest.mark.parametrize("setting, available_gib, expected", [
-    ("auto", 40, False),  # the plain search fits
-    ("auto", 20, True),  # only with checkpointed cells
-    (True, 40, True),  # obeyed
-    (False, 20, False),  # obeyed, with a warning
+    ("auto", 50, "plain"),  # the plain search fits, even in the worst case
+    ("auto", 35, "lean"),  # the first samples would fit plain, the worst case only lean
+    ("auto", 20, "cells"),  # only with checkpointed cells
+    ("cells", 50, "cells"),  # obeyed
+    ("plain", 35, "plain"),  # obeyed, with a warning: its worst case does not fit
 ])
-def test_checkpointing_choice(setting, available_gib, expected):
-    chosen, line = choose_checkpointing(setting, PLAIN, CHECKPOINTED, int(available_gib * GiB), "do X")
-    assert chosen is expected and "30.0 GiB" in line and "12.0 GiB" in line
-    assert ("WARNING" in line) == (setting is False and 30 > USABLE_FRACTION * available_gib)
+def test_the_memory_mode_is_chosen_on_the_worst_case(setting, available_gib, expected):
+    chosen, line = choose_memory_mode(setting, SEARCH, int(available_gib * GiB), "do X")
+    assert chosen == expected
+    assert "40.0 / 20.0 / 16.0 GiB" in line and "max_pool_3x3x3 and conv_3x3x3" in line
+    assert "25.0 / 12.0 / 10.0 GiB" in line and "on this GPU" in line
+    assert ("WARNING" in line) == (setting == "plain" and 40 > USABLE_FRACTION * available_gib)
 
 
 def test_a_search_that_fits_nowhere_says_what_to_do():
-    with pytest.raises(UserError, match="even with checkpointed cells.*: use two GPUs"):
-        choose_checkpointing("auto", PLAIN, CHECKPOINTED, 10 * GiB, "use two GPUs")
-    with pytest.raises(UserError, match="True, False or 'auto'"):
-        choose_checkpointing("yes", PLAIN, CHECKPOINTED, 10 * GiB, "")
+    with pytest.raises(UserError, match="the least of 2 GPUs even with checkpointed cells.*: use two GPUs"):
+        choose_memory_mode("auto", SEARCH, 15 * GiB, "use two GPUs", ranks=2)  # the first samples would fit
+    with pytest.raises(UserError, match="'auto', 'plain', 'lean', 'cells'"):
+        choose_memory_mode(True, SEARCH, 10 * GiB, "")
+
+
+def _least_on_rank(rank: int, port: int, results):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results[rank] = least_available((30 if rank == 0 else 20) * GiB, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_ranks_decide_on_the_smallest_free_memory():
+    assert least_available(7, torch.device("cpu")) == (7, 1)  # one process: its own figure
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_least_on_rank, args=(port, results), nprocs=2)
+        assert dict(results) == {0: (20 * GiB, 2), 1: (20 * GiB, 2)}
 
 
 class _SearchTrainer:
-    """What `decide_checkpointing` reads of a search trainer, for a tiny plan."""
+    """What `decide_memory_mode` reads of a search trainer, for a tiny plan."""
     search_seed, tau_start, stem_width, batch_size, num_input_channels = 0, 5.0, 4, 2, 2
     plans_manager = None
     label_manager = SimpleNamespace(num_segmentation_heads=3)
@@ -55,20 +87,29 @@ class _SearchTrainer:
         return SCNASSupernet(2, 3, self.stem_width, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
 
 
-@pytest.mark.parametrize("setting, available_mib, expected", [
-    ("auto", 4096, False), ("auto", 20, True), (True, 4096, True), (False, 20, False)])
-def test_the_search_trainer_decides_from_its_own_network_on_cuda(setting, available_mib, expected):
-    # no GPU needed: the estimate is made on the meta device, and the free memory is given (the plan needs
-    # about 22 MiB, 12 MiB with checkpointed cells)
-    chosen, line = decide_checkpointing(_SearchTrainer("cuda"), setting, available=available_mib * 2 ** 20)
-    assert chosen is expected and "estimated peak" in line
-
-
-def test_off_the_gpu_the_setting_is_obeyed_and_auto_is_off():
-    assert decide_checkpointing(_SearchTrainer("cpu"), "auto")[0] is False
-    assert decide_checkpointing(_SearchTrainer("cpu"), True)[0] is True
+def test_the_search_trainer_decides_from_its_own_network_on_cuda(monkeypatch):
+    # no GPU needed: the estimate is made on the meta device (once: it takes a minute on a busy CPU), and the
+    # free memory is given. Between the plain search's first samples and its worst case, "auto" recomputes.
+    estimates = memory_estimate.search_step_estimates(
+        _SearchTrainer("cuda").build_network_architecture, [2, 2, 16, 32, 32], 0, 5.0)
+    monkeypatch.setattr(memory_estimate, "search_step_estimates", lambda *args: estimates)
+    typical, worst = estimates.typical["plain"].total, estimates.worst["plain"].total
+    assert typical < worst
+    between = (typical + worst) / 2 / USABLE_FRACTION
+    for setting, available, expected in [("auto", 4 * GiB, "plain"), ("lean", 4 * GiB, "lean"),
+                                         ("plain", between, "plain")]:
+        chosen, line = decide_memory_mode(_SearchTrainer("cuda"), setting, available=int(available))
+        assert chosen == expected and "worst case of the op choices" in line
+    chosen, _ = decide_memory_mode(_SearchTrainer("cuda"), "auto", available=int(between))
+    assert chosen in ("lean", "cells") and estimates.worst[chosen].total <= USABLE_FRACTION * between
+    smallest = min(estimates.worst[mode].total for mode in ("lean", "cells"))
     with pytest.raises(UserError, match="even with checkpointed cells.*-num_gpus N"):
-        decide_checkpointing(_SearchTrainer("cuda"), "auto", available=2 ** 20)
+        decide_memory_mode(_SearchTrainer("cuda"), "auto", available=int(0.99 * smallest))
+
+
+def test_off_the_gpu_a_mode_given_is_obeyed_and_auto_is_plain():
+    assert decide_memory_mode(_SearchTrainer("cpu"), "auto")[0] == "plain"
+    assert decide_memory_mode(_SearchTrainer("cpu"), "cells")[0] == "cells"
 
 
 def _peaks(out: str, prefix: str) -> list[float]:
@@ -81,8 +122,11 @@ def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
     out = capsys.readouterr().out
     assert "batch 2 per GPU" in out and "CUDA autocast" in out
     assert len(_peaks(out, "stock nnU-Net (3d_fullres)")) == 1 and "PlainConvUNet" in out
-    search, checkpointed = _peaks(out, "search (nnUNetTrainerSCNASSearch_cpu)")
-    assert 0 < checkpointed < search and "stem 8, checkpointed cells" in out
+    search, lean, checkpointed, worst, worst_lean, worst_checkpointed = _peaks(
+        out, "search (nnUNetTrainerSCNASSearch_cpu)")
+    assert 0 < max(lean, checkpointed) < search < worst and max(worst_lean, worst_checkpointed) < worst
+    assert "stem 8, first samples, checkpointed cells" in out and "stem 8, worst case, lean" in out
+    assert "worst case = every edge sampling max_pool_3x3x3 and" in out
 
     assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "16"]) == 0
     capsys.readouterr()
@@ -90,9 +134,10 @@ def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
     out = capsys.readouterr().out
     assert "batch 1 per GPU" in out and "float32" in out
     derived = [line for line in out.splitlines() if line.startswith("derived (3d_fullres_scnas)")]
-    assert len(derived) == 2 and "stem 16" in derived[0] and "checkpointed" in derived[1]
-    plain, checkpointed = _peaks(out, "derived (3d_fullres_scnas)")
-    assert checkpointed < plain
+    assert len(derived) == 3 and "stem 16" in derived[0] and "lean" in derived[1] and "checkpointed" in derived[2]
+    assert "auto: the fastest mode that fits the GPU" in derived[0]  # export-plans' default mode
+    plain, lean, checkpointed = _peaks(out, "derived (3d_fullres_scnas)")
+    assert checkpointed < lean < plain
 
 
 def _old_layout(plans_file):
@@ -121,3 +166,39 @@ def test_bad_input_is_one_line(arguments, expected, private_plans, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
     assert private_plans.read_bytes() == before
+
+
+def _seconds_and_hours(line: str) -> tuple[float, list[float]]:
+    seconds = float(line.split(": ")[1].split(" s/iteration")[0])
+    return seconds, [float(part.split(" h")[0].split()[-1]) for part in line.split("; ")[1].split(", ")]
+
+
+def test_estimate_time_times_the_cpu_and_says_so(private_plans, capsys):
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    capsys.readouterr()
+    assert main(["estimate", "-d", "951", "-c", "3d_fullres_scnas", "-tr", "nnUNetTrainerSCNASSearch_cpuQuick",
+                 "--time"]) == 0
+    out = capsys.readouterr().out
+    print(out)  # the timings, for the record of this run
+    assert "time on the CPU: no GPU found, so these are CPU figures" in out
+    timed = {line.split(" (")[0]: line for line in out.splitlines() if "s/iteration" in line}
+    assert set(timed) == {"search", "derived", "stock nnU-Net"}
+    assert "cells not checkpointed" in timed["search"] and "not compiled" in timed["derived"]
+    # the hours are the seconds per iteration times the schedule: the quick variant's 2 x 2, nnU-Net's 1000 x 250
+    assert "2 epochs x 2 = " in timed["search"] and "one fold 1000 x 250 = " in timed["stock nnU-Net"]
+    for name, iterations in [("search", [4]), ("derived", [250_000, 1_250_000]), ("stock nnU-Net", [250_000, 1_250_000])]:
+        seconds, hours = _seconds_and_hours(timed[name])
+        for printed, count in zip(hours, iterations, strict=True):
+            assert printed == pytest.approx(seconds * count / 3600, rel=0.005, abs=0.05)  # seconds printed rounded
+
+
+def test_estimate_time_skips_what_would_not_fit_the_free_ram(private_plans, monkeypatch):
+    from nnunet_scnas.nnunet import time_estimate
+    from nnunet_scnas.nnunet.memory_estimate import EstimateRow, PlanEstimate, resolve_plan
+
+    monkeypatch.setattr(time_estimate, "_available_ram", lambda: 2 ** 20)
+    rows = [EstimateRow("stock nnU-Net (3d_fullres)", "PlainConvUNet", _estimate(0.01))]
+    estimate = PlanEstimate("D", "3d_fullres", (8, 8, 8), 2, True, rows, SEARCH)  # what a real one holds, at 1 MiB
+    lines = list(time_estimate.time_plan(resolve_plan("951"), estimate, torch.device("cpu")))
+    assert "no GPU found" in lines[0]
+    assert len(lines) == 3 and all("more than this machine's free RAM" in line for line in lines[1:])

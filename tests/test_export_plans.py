@@ -149,6 +149,18 @@ def test_export_plans_takes_random_seed_and_matches_the_width_like_a_searched_ge
     assert abs(flops - stock_flops) <= AUTO_WIDTH_TOLERANCE * stock_flops
 
 
+def test_the_next_command_names_plans_other_than_nnunets_default(private_plans, capsys):
+    other = private_plans.with_name("nnUNetResEncUNetMPlans.json")
+    other.write_bytes(private_plans.read_bytes())
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "-p", "nnUNetResEncUNetMPlans", "--width", "8"]) == 0
+    next_line = capsys.readouterr().out.splitlines()[-1]
+    assert next_line.startswith("next: nnUNetv2_train Dataset951") and next_line.endswith(
+        " 3d_fullres_scnas FOLD -p nnUNetResEncUNetMPlans")
+    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].endswith(" 3d_fullres_scnas FOLD")
+
+
 @pytest.mark.parametrize("name", ["random:", "random:x", "random:-2"])
 def test_a_bad_random_name_is_one_line_and_leaves_the_plans_unchanged(name, private_plans, capsys):
     before = private_plans.read_bytes()

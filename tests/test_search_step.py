@@ -76,10 +76,10 @@ def _record_steps(supernet: SCNASSupernet, optimizer: SearchOptimizer) -> list[d
     return steps
 
 
-@pytest.mark.parametrize("checkpoint_cells", [False, True])
-def test_savers_compute_the_straightforward_gradients(checkpoint_cells):
+@pytest.mark.parametrize("memory_mode", ["plain", "lean", "cells"])
+def test_savers_compute_the_straightforward_gradients(memory_mode):
     supernet = _supernet()
-    supernet.checkpoint_cells = checkpoint_cells
+    supernet.memory_mode = memory_mode
     optimizer = _optimizer(supernet)
     steps = _record_steps(supernet, optimizer)
     weight_batch, architecture_batch = _batch(1), _batch(2)

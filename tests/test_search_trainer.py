@@ -78,6 +78,18 @@ def test_bilevel_split_needs_five_cases():
         split_weight_and_architecture(["a", "b", "c", "d"], seed=0)
 
 
+def test_projected_end_extrapolates_the_last_epoch():
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from nnunet_scnas.nnunet.search.progress import projected_end
+
+    timestamps = {"epoch_start_timestamps": 1000.0, "epoch_end_timestamps": 1000.0 + 1800}  # a 30-minute epoch
+    logger = SimpleNamespace(get_value=lambda key, step: timestamps[key])
+    line = projected_end(logger, 199, now=datetime(2026, 1, 1, 0, 0))
+    assert "2026-01-05 03:30" in line and "99.5 h from now" in line and "199 more epochs of 30.0 min" in line
+
+
 def test_plateau_schedule_reduces_lr_after_patience_epochs_without_improvement():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     plateau = PlateauSchedule(optimizer, patience=3, factor=0.1)
@@ -115,6 +127,7 @@ def test_search_runs_through_nnunetv2_train(planned_braintumour, uninterrupted_s
     assert (folder / "checkpoint_final.pth").is_file()
     log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
     assert "architecture entropy" in log and "Validation skipped for the search" in log
+    assert "projected end of the search" in log and "1 more epochs" in log  # after the first of 2 epochs
 
 
 # ---------------------------------------------------------------- bad input: one clear line, before training

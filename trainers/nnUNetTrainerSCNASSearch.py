@@ -11,21 +11,23 @@ per label or region. The logic lives in `nnunet_scnas/nnunet/search/`; this clas
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_scnas.errors import UserError, exit_on_user_error
+from nnunet_scnas.errors import exit_on_user_error
 from nnunet_scnas.nnunet.labels import check_every_head_annotated, checked_label_manager, describe_heads
-from nnunet_scnas.nnunet.memory_estimate import decide_checkpointing
+from nnunet_scnas.nnunet.memory_estimate import decide_memory_mode
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
 from nnunet_scnas.nnunet.search.checkpoint import (check_search_checkpoint, save_atomically,
                                                  state_dict_taken_once)
+from nnunet_scnas.nnunet.search.network import search_supernet
+from nnunet_scnas.nnunet.search.progress import projected_end
 from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
-from nnunet_scnas.nnunet.search.split import describe_split, load_or_make_split
-from nnunet_scnas.nnunet.search.state import SearchOptimizer, TemperatureSchedule, seed_everything, seed_from
+from nnunet_scnas.nnunet.search.split import search_datasets
+from nnunet_scnas.nnunet.search.state import TemperatureSchedule, make_search_optimizer, seed_everything, seed_from
 from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
 from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
-from nnunet_scnas.nnunet.training.jaccard_loss import with_jaccard_loss
-from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
+from nnunet_scnas.nnunet.training.jaccard_loss import build_search_loss
 from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
+
 
 class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     # Search hyperparameters (paper §2.2 and §3). Variants change these class attributes, never the constructor.
@@ -43,7 +45,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     tau_end = TAU_END
     search_seed = 12345  # the 4:1 split, the initial supernet, the architecture samples and the data streams
     grad_clip = 12.0  # nnU-Net's own clipping norm
-    checkpoint_cells = "auto"  # True / False / "auto": on CUDA, checkpointed cells only if the plain search won't fit
+    memory_mode = "auto"  # plain / lean / cells, or "auto": on CUDA the fastest whose worst case fits (macro.py)
     search_loss = "nnunet"  # nnU-Net's Dice + CE, or "jaccard": the soft Jaccard loss of the paper's §3
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -67,7 +69,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         super().initialize()
         channels_last_on_cpu(self.network, self.device)
         with exit_on_user_error():  # before any data is loaded
-            self.supernet.checkpoint_cells, line = decide_checkpointing(self, self.checkpoint_cells)
+            self.supernet.memory_mode, line = decide_memory_mode(self, self.memory_mode)
         self.print_to_log_file(line)
         if self.is_ddp:
             self.network = allow_unused_parameters(self.network)
@@ -83,15 +85,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
-        with exit_on_user_error():
-            strides = scnas_strides(configuration_manager)
-            try:
-                network = SCNASSupernet(num_input_channels, num_output_channels, cls.stem_width, strides,
-                                        deep_supervision=enable_deep_supervision)
-            except ValueError as error:  # a variant's attributes, e.g. a stem width that is no multiple of 4
-                raise UserError(f"{cls.__name__}: {error}") from None
-        network.mode = "argmax"  # what inference from a search checkpoint sees; the search itself samples
-        return network
+        return search_supernet(cls, configuration_manager, num_input_channels, num_output_channels,
+                               enable_deep_supervision)
 
     @property
     def supernet(self) -> SCNASSupernet:
@@ -101,35 +96,20 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         return deep_supervision_scales(self.search_strides) if self.enable_deep_supervision else None
 
     def configure_optimizers(self):
-        weights = torch.optim.Adam(self.network.weight_parameters(), self.weight_lr, betas=self.weight_betas)
-        architecture = torch.optim.Adam(self.network.arch_parameters(), self.arch_lr, betas=self.arch_betas)
-        optimizer = SearchOptimizer(weights, architecture,
-                                    PlateauSchedule(weights, self.plateau_patience, self.plateau_factor))
-        return optimizer, TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end)
+        return (make_search_optimizer(self.network, self),
+                TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end))
 
     def _build_loss(self):
-        loss = super()._build_loss()
-        if self.search_loss == "jaccard":
-            return with_jaccard_loss(loss, self.label_manager, self.configuration_manager.batch_dice)
-        if self.search_loss != "nnunet":
-            raise ValueError(f"{type(self).__name__}.search_loss must be 'nnunet' or 'jaccard', got {self.search_loss!r}")
-        return loss
+        return build_search_loss(super()._build_loss(), self)
 
     def get_tr_and_val_datasets(self):
-        # nnU-Net's "train" and "val" loaders become the weight-set and architecture-set loaders
-        fold_training_cases, fold_validation_cases = self.do_split()
-        with exit_on_user_error():
-            split = load_or_make_split(self.output_folder, fold_training_cases, fold_validation_cases,
-                                       self.search_seed, save=self.local_rank == 0)
-        self.print_to_log_file(describe_split(*split))
-        return tuple(self.dataset_class(self.preprocessed_dataset_folder, cases,
-                                        folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
-                     for cases in split)
+        return search_datasets(self)  # nnU-Net's "train" / "val" loaders: the weight and architecture sets
 
     def on_train_start(self):
         super().on_train_start()
         self.print_to_log_file(describe_heads(self.label_manager, self.dataset_json))  # names the pseudo Dice
         self.report = SearchReport(self.output_folder)
+        self.first_epoch = self.current_epoch  # of this run (a resumed search starts later)
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()  # also anneals tau (TemperatureSchedule)
@@ -163,7 +143,9 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
                     self.current_epoch, self.supernet, self.logger.get_value('train_losses', step=-1),
                     self.architecture_loss, self.optimizer.param_groups[0]['lr']):
                 self.print_to_log_file(line)
-        super().on_epoch_end()
+        super().on_epoch_end()  # logs the epoch's end time, then counts it
+        if self.current_epoch == self.first_epoch + 1 and self.current_epoch < self.num_epochs:
+            self.print_to_log_file(projected_end(self.logger, self.num_epochs - self.current_epoch))
 
     def save_checkpoint(self, filename: str) -> None:
         save_atomically(super().save_checkpoint, filename, is_writer=self.local_rank == 0)

@@ -1,4 +1,5 @@
-"""`nnunet-scnas estimate -d DATASET`: peak training memory of stock nnU-Net, the search and the derived network."""
+"""`nnunet-scnas estimate -d DATASET [--time]`: peak training memory of stock nnU-Net, the search and the derived
+network; with --time, seconds per iteration on this machine and the hours of the default schedules."""
 NAME = "estimate"
 HELP = ("estimate the peak GPU memory of training at a dataset's plan (stock nnU-Net, the search without and with "
         "checkpointed cells, the derived network of an exported configuration), before training anything")
@@ -15,13 +16,25 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="batch per GPU (default: the plan's; with -num_gpus G nnU-Net gives each GPU 1/G of it)")
     parser.add_argument("--stem-width", type=int, metavar="C", help="stem width of the search (default: the trainer's)")
+    parser.add_argument("--time", action="store_true",
+                        help="also time a few real iterations on this machine's GPU (the CPU if there is none) and "
+                             "print seconds per iteration and the hours of the default schedules (search; one and "
+                             "five retraining folds)")
     parser.add_argument("--fp32", action="store_true",
                         help="float32 throughout, as nnU-Net trains on the CPU (default: CUDA autocast's dtypes)")
 
 
 def run(args) -> int:
-    from nnunet_scnas.nnunet.memory_estimate import estimate_plan
+    from nnunet_scnas.nnunet.memory_estimate import estimate_plan, resolve_plan
 
-    print(estimate_plan(args.dataset, args.configuration, args.trainer, args.batch_size, args.stem_width,
-                        args.plans, autocast=not args.fp32).table())
+    estimate = estimate_plan(args.dataset, args.configuration, args.trainer, args.batch_size, args.stem_width,
+                             args.plans, autocast=not args.fp32)
+    print(estimate.table(), flush=True)
+    if args.time:
+        from nnunet_scnas.nnunet.time_estimate import time_plan
+
+        plan = resolve_plan(args.dataset, args.configuration, args.trainer, args.batch_size, args.stem_width,
+                            args.plans)
+        for line in time_plan(plan, estimate):
+            print(line, flush=True)
     return 0

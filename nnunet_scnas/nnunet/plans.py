@@ -113,12 +113,18 @@ def plans_network_on_meta(configuration: ConfigurationManager, input_channels: i
 
     The derived network is built as the core class: a bad architecture entry raises ValueError, for the caller
     to word, instead of ending the process (what `SCNASUNetFromPlans` does inside nnU-Net's commands)."""
+    return plans_network(configuration, input_channels, num_classes, deep_supervision, torch.device("meta"))
+
+
+def plans_network(configuration: ConfigurationManager, input_channels: int, num_classes: int,
+                  deep_supervision: bool, device: torch.device) -> torch.nn.Module:
+    """`plans_network_on_meta` on `device`, initialised as nnU-Net initialises it (except on meta)."""
     name, arch_kwargs = configuration.network_arch_class_name, configuration.network_arch_init_kwargs
     if name in DERIVED_CLASS_NAMES:
         name, arch_kwargs = _class_name(SCNASUNet), resolve_memory_mode(arch_kwargs, announce=lambda line: None)
-    with torch.device("meta"):
+    with torch.device(device):
         return get_network_from_plans(
             name, arch_kwargs,
             configuration.network_arch_init_kwargs_req_import, input_channels, num_classes,
-            allow_init=False, deep_supervision=deep_supervision)
+            allow_init=device.type != "meta", deep_supervision=deep_supervision)
 

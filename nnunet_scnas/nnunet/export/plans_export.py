@@ -95,6 +95,7 @@ class Export:
     stock_class_name: str
     stock: NetworkSize
     derived: NetworkSize
+    plans_name: str = "nnUNetPlans"
 
     def summary(self) -> str:
         """What a user reads after an export: both networks' cost, where the plans went, the next command."""
@@ -109,7 +110,12 @@ class Export:
             f"it trains in memory mode {self.memory_mode!r} (--memory"
             + ("; auto: on a GPU the fastest mode whose estimate fits its free memory, plain elsewhere)"
                if self.memory_mode == AUTO else ")"),
-            f"next: nnUNetv2_train {self.dataset_name} {self.target} FOLD"])
+            f"next: nnUNetv2_train {self.dataset_name} {self.target} FOLD{plans_option(self.plans_name)}"])
+
+
+def plans_option(plans_name: str) -> str:
+    """nnU-Net's `-p PLANS` for a command line, empty for its default plans."""
+    return "" if plans_name == "nnUNetPlans" else f" -p {plans_name}"
 
 
 def genotype_file(name_or_path: str) -> Path:
@@ -284,4 +290,4 @@ def export_plans(dataset: str, genotype: str, source: str = "3d_fullres", target
         tmp.write_text(json.dumps(dataset_plans.plans, indent=4) + "\n")  # nnU-Net's layout: indent 4, keys in order
 
     return Export(dataset_plans.dataset_name, plans_file, backup_file, source, target, patch_size, batch_size, width,
-                  matched, memory_mode, configuration_manager.network_arch_class_name, stock, derived)
+                  matched, memory_mode, configuration_manager.network_arch_class_name, stock, derived, plans_name)

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from nnunet_scnas.atomic import write_json
-from nnunet_scnas.errors import UserError
+from nnunet_scnas.errors import UserError, exit_on_user_error
 from nnunet_scnas.json_input import read_json
 
 SPLIT_FILE = "bilevel_split.json"
@@ -66,3 +66,16 @@ def describe_split(weight_cases, architecture_cases) -> str:
     return (f"Search split of the fold's {len(weight_cases) + len(architecture_cases)} training cases: "
             f"{len(weight_cases)} weight, {len(architecture_cases)} architecture "
             f"(the fold's validation cases are not used by the search)")
+
+
+def search_datasets(trainer):
+    """A search trainer's weight-set and architecture-set datasets (nnU-Net's "train" and "val" datasets): its
+    fold's training cases split 4:1, the split saved in the fold folder (rank 0) and logged."""
+    fold_training_cases, fold_validation_cases = trainer.do_split()
+    with exit_on_user_error():
+        split = load_or_make_split(trainer.output_folder, fold_training_cases, fold_validation_cases,
+                                   trainer.search_seed, save=trainer.local_rank == 0)
+    trainer.print_to_log_file(describe_split(*split))
+    return tuple(trainer.dataset_class(trainer.preprocessed_dataset_folder, cases,
+                                       folder_with_segs_from_previous_stage=trainer.folder_with_segs_from_previous_stage)
+                 for cases in split)

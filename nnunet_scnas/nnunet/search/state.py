@@ -84,6 +84,20 @@ class SearchOptimizer:
             self.architecture_scaler.load_state_dict(self._architecture_scaler_state)
 
 
+def make_search_optimizer(network, settings) -> SearchOptimizer:
+    """Both Adam optimizers and the plateau schedule, from a search trainer's attributes.
+
+    Args:
+        network: the supernet (not its DDP wrapper).
+        settings: the search trainer or its class (`weight_lr`, `weight_betas`, `arch_lr`, `arch_betas`,
+            `plateau_patience`, `plateau_factor`).
+    """
+    weights = torch.optim.Adam(network.weight_parameters(), settings.weight_lr, betas=settings.weight_betas)
+    architecture = torch.optim.Adam(network.arch_parameters(), settings.arch_lr, betas=settings.arch_betas)
+    return SearchOptimizer(weights, architecture,
+                           PlateauSchedule(weights, settings.plateau_patience, settings.plateau_factor))
+
+
 class TemperatureSchedule:
     """nnU-Net steps `trainer.lr_scheduler` at the start of every epoch: the search anneals tau there.
 

@@ -59,3 +59,14 @@ def with_jaccard_loss(nnunet_loss: nn.Module, label_manager, batch_dice: bool) -
         nnunet_loss.loss = jaccard
         return nnunet_loss
     return jaccard
+
+
+def build_search_loss(nnunet_loss: nn.Module, trainer) -> nn.Module:
+    """The search's loss from nnU-Net's (`trainer._build_loss`): as it is (`search_loss = "nnunet"`) or with the
+    soft Jaccard loss in place of Dice + CE (`"jaccard"`, the paper's §3)."""
+    if trainer.search_loss == "jaccard":
+        return with_jaccard_loss(nnunet_loss, trainer.label_manager, trainer.configuration_manager.batch_dice)
+    if trainer.search_loss != "nnunet":
+        raise ValueError(f"{type(trainer).__name__}.search_loss must be 'nnunet' or 'jaccard', "
+                         f"got {trainer.search_loss!r}")
+    return nnunet_loss
