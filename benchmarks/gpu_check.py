@@ -5,7 +5,7 @@
 
 At nnU-Net's BrainTumour plan (128^3, 4 channels, 4 classes, batch 2; the search at stem 48), each section a few
 real iterations on random data (`nnunet_scnas/nnunet/step_timing.py`, the search trainer's own iteration):
-1. the search step, plain and with checkpointed cells: s/iteration, `max_memory_allocated` and
+1. the search step in each memory mode (plain, lean, checkpointed cells): s/iteration, `max_memory_allocated` and
    `max_memory_reserved` against the estimate (`search_step_estimates`), both GradScalers' scales finite;
 2. the worst case of the op choices (every edge on its two dearest ops, `search_worst_case.py`), plain and
    checkpointed, against the worst-case estimate;

@@ -36,7 +36,7 @@ def main():
         supernet = SCNASSupernet(BRAIN_TUMOUR["input_channels"], BRAIN_TUMOUR["num_classes"], 48, STRIDES_128)
 
     def peak(sample) -> float:
-        return search_memories(supernet, BATCH, [sample], tau=5.0, autocast=True, checkpointed=(False,))[False].total / GiB
+        return search_memories(supernet, BATCH, [sample], tau=5.0, autocast=True, modes=("plain",))["plain"].total / GiB
 
     chosen = worst_case_ops(supernet, BATCH, 5.0, autocast=True)
     pairs = {" + ".join(pair): peak(op_sample(pair)) for pair in combinations(OPS, 2)}

@@ -42,7 +42,7 @@ def rank_ops(supernet: nn.Module, batch_shape: Sequence[int], tau: float, autoca
     """(op, peak bytes of a plain search step where every edge runs it alone), dearest first; `zero` (it computes
     and keeps nothing) is left out. Traced at batch 1: activations grow with the batch, the ranking does not."""
     one = [1, *batch_shape[1:]]
-    peaks = [(op, search_memories(supernet, one, [op_sample([op])], tau, autocast, checkpointed=(False,))[False].total)
+    peaks = [(op, search_memories(supernet, one, [op_sample([op])], tau, autocast, modes=("plain",))["plain"].total)
              for op in OPS if op != "zero"]
     return sorted(peaks, key=lambda pair: -pair[1])  # stable: ties keep the registry's order
 

@@ -17,7 +17,7 @@ def _supernet():
 
 
 def _peak(supernet, sample) -> int:
-    return search_memories(supernet, BATCH, [sample], tau=5.0, checkpointed=(False,))[False].total
+    return search_memories(supernet, BATCH, [sample], tau=5.0, modes=("plain",))["plain"].total
 
 
 def test_the_worst_case_needs_more_than_other_pairs_mixes_and_the_samplers_draws():
@@ -30,6 +30,6 @@ def test_the_worst_case_needs_more_than_other_pairs_mixes_and_the_samplers_draws
     rng = random.Random(0)
     mixed = [_peak(supernet, random_pairs_sample(rng)) for _ in range(2)]
     generators = [torch.Generator().manual_seed(seed) for seed in range(2)]
-    typical = search_memories(supernet, BATCH, generators, tau=5.0, checkpointed=(False,))[False].total
+    typical = search_memories(supernet, BATCH, generators, tau=5.0, modes=("plain",))["plain"].total
     assert worst > max(others) and worst > max(mixed) and worst > 1.2 * typical
     assert "architecture_weights" not in supernet.__dict__ and supernet.arch_grad  # the sampler is back
