@@ -1,8 +1,8 @@
 """One searched cell (paper §2.1, Fig. 1): 2 inputs + 4 intermediate nodes, 14 edges.
 
 A cell of width C has nodes of C/4 channels and outputs their channel concat (C channels, no projection), as
-DARTS' multiplier: each input is preprocessed to C/4 and every op works on C/4 channels (DESIGN.md §1: only this
-reading reproduces the paper's FLOPs). The same class serves the supernet (every edge holds all candidate ops,
+DARTS' multiplier: each input is preprocessed to C/4 and every op works on C/4 channels (only this reading
+reproduces the FLOPs the paper reports; `docs/architecture.md`). The same class serves the supernet (every edge holds all candidate ops,
 mixed by per-forward weights) and the derived network (every edge holds its one chosen op; `zero` edges are not
 built at all).
 """

@@ -34,7 +34,7 @@ class SCNASSupernet(UNetMacro):
     Attributes set by the search loop: `mode`, `tau` (float), `generator` (a CPU `torch.Generator` or None),
     `arch_grad` (default True: the edge weights carry the gradient path to the logits; the weight step sets
     it False, so the weights enter as constants and no graph to the logits is kept: same weight gradients,
-    less memory) and `checkpoint_cells` (see `UNetMacro`).
+    less memory) and `memory_mode` (see `UNetMacro`).
     """
 
     def __init__(self, input_channels: int, num_classes: int, stem_width: int, strides, deep_supervision: bool = True):

@@ -90,7 +90,7 @@ def nnunet_step(network: nn.Module, batch_shape, num_classes: int, device: torch
 
 def search_step(supernet: nn.Module, batch_shape, num_classes: int, device: torch.device,
                 search_trainer) -> TrainingStep:
-    """The search trainer's iteration (`search_iteration`) of `supernet` (on `device`, `checkpoint_cells` set) with
+    """The search trainer's iteration (`search_iteration`) of `supernet` (on `device`, `memory_mode` set) with
     the optimizers, seed, tau and clipping of `search_trainer` (a search trainer class)."""
     optimizer = make_search_optimizer(supernet, search_trainer)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
