@@ -137,7 +137,7 @@ def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
     assert len(derived) == 3 and "stem 16" in derived[0] and "lean" in derived[1] and "checkpointed" in derived[2]
     assert "auto: the fastest mode that fits the GPU" in derived[0]  # export-plans' default mode
     plain, lean, checkpointed = _peaks(out, "derived (3d_fullres_scnas)")
-    assert checkpointed < lean < plain
+    assert checkpointed <= lean < plain  # printed to 0.01 GiB: at this tiny plan lean and cells may tie
 
 
 def _old_layout(plans_file):
