@@ -183,7 +183,7 @@ def test_estimate_time_times_the_cpu_and_says_so(private_plans, capsys):
     assert "time on the CPU: no GPU found, so these are CPU figures" in out
     timed = {line.split(" (")[0]: line for line in out.splitlines() if "s/iteration" in line}
     assert set(timed) == {"search", "derived", "stock nnU-Net"}
-    assert "cells not checkpointed" in timed["search"] and "not compiled" in timed["derived"]
+    assert "memory mode plain" in timed["search"] and "not compiled" in timed["derived"]
     # the hours are the seconds per iteration times the schedule: the quick variant's 2 x 2, nnU-Net's 1000 x 250
     assert "2 epochs x 2 = " in timed["search"] and "one fold 1000 x 250 = " in timed["stock nnU-Net"]
     for name, iterations in [("search", [4]), ("derived", [250_000, 1_250_000]), ("stock nnU-Net", [250_000, 1_250_000])]:
