@@ -16,6 +16,7 @@ from nnunet_scnas.errors import UserError
 from nnunet_scnas.macro import MEMORY_MODES, check_stem_width
 from nnunet_scnas.memory import GiB, MemoryEstimate
 from nnunet_scnas.nnunet.commands import find_trainer_class
+from nnunet_scnas.nnunet.memory_mode import USABLE_FRACTION
 from nnunet_scnas.nnunet.plan_strides import scnas_strides
 from nnunet_scnas.nnunet.plans import (DERIVED_CLASS_NAMES, DatasetPlans, plans_network, plans_network_on_meta,
                                       read_plans)
@@ -26,9 +27,6 @@ from nnunet_scnas.supernet import SCNASSupernet
 
 # the first iteration's two samples (weight step, architecture step) are traced: the typical peak at the start
 SAMPLED_ITERATIONS = 1
-# what a fit may use of the GPU memory that is free: the estimate tracks what torch allocates (about 2 % over a
-# measured peak), while the caching allocator reserves more than it hands out (fragmentation)
-USABLE_FRACTION = 0.9
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from nnunet_scnas.macro import MEMORY_MODES
 from nnunet_scnas.memory import GiB
 
 AUTO = "auto"
-USABLE_FRACTION = 0.9  # as the search's decision: the caching allocator reserves more than it hands out
+# what a fit may use of the GPU memory that is free (the search's decision and "auto" alike): the estimate tracks
+# what torch allocates (about 2 % over a measured peak), while the caching allocator reserves more than it hands out
+USABLE_FRACTION = 0.9
 
 
 def choose_memory_mode(estimates: dict[str, int], available: int) -> tuple[str, str]:
