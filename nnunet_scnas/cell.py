@@ -7,6 +7,7 @@ mixed by per-forward weights) and the derived network (every edge holds its one 
 built at all).
 """
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,6 +19,18 @@ from .ops import OPS, Downsample, PointwiseConv, Stride, activation, as_stride, 
 # the layout of this cell, recorded in exported configurations: the old layout (nodes as wide as the cell and a
 # 1x1x1 projection of their concat) has other parameters, so configurations and checkpoints of it are refused
 CELL_LAYOUT = "concat_of_quarter_nodes"
+
+
+class EdgeWeights(NamedTuple):
+    """A cell's edge weights `[14, 8]` (rows `EDGES`, columns `OPS`) and, on the host, which are non-zero: the ops
+    to run, known without waiting for the device (the supernet's sampler draws them on the CPU)."""
+    values: torch.Tensor
+    active: tuple[tuple[bool, ...], ...]
+
+    @classmethod
+    def of(cls, values: torch.Tensor) -> "EdgeWeights":
+        """From weights alone: one host round trip, to read which are non-zero."""
+        return cls(values, tuple(map(tuple, (values.detach() != 0).cpu().tolist())))
 
 
 class Project(nn.Sequential):
@@ -79,8 +92,8 @@ class Cell(nn.Module):
             of input 0; decoder_normal: upsampling of input 0.
 
     Shapes: `forward(s0, s1, weights, lean)` with s0 `[N, in_channels[0], ...]` and s1 `[N, in_channels[1], ...]`
-    at their own resolutions, `weights` `[14, 8]` (rows `EDGES`, columns `OPS`) or None for a cell with one op
-    per edge; returns `[N, channels, ...]` at the cell's output resolution. The forward draws nothing random
+    at their own resolutions, `weights` `[14, 8]` (rows `EDGES`, columns `OPS`; as a tensor or as `EdgeWeights`)
+    or None for a cell with one op per edge; returns `[N, channels, ...]` at the cell's output resolution. The forward draws nothing random
     and decides which ops to run from `weights` alone, so a checkpointed recomputation runs the same ops.
     `lean=True` runs each preprocessing and each weighted op (its own activation included) as a region that
     keeps only its input and its dense convolutions' outputs (`lean.recompute_cheap`): the same numbers, a
@@ -121,15 +134,17 @@ class Cell(nn.Module):
         self.activation = activation()  # shared by the ops that read LeakyReLU(state); no parameters
         self.share_activation = True
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | None = None,
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | EdgeWeights | None = None,
                 lean: bool = False) -> torch.Tensor:
         if weights is None and not self.one_op_per_edge:
             raise ValueError("this cell holds several ops per edge (a supernet cell): pass their weights")
+        # which (edge, op) to run is decided on the host from `weights` alone, so a checkpointed recomputation runs
+        # the same ops; given as `EdgeWeights`, without a host round trip
+        if weights is not None and not isinstance(weights, EdgeWeights):
+            weights = EdgeWeights.of(weights)
+        weights, active = (None, None) if weights is None else weights
         if weights is not None and tuple(weights.shape) != (len(EDGES), len(OPS)):
             raise ValueError(f"weights must have shape ({len(EDGES)}, {len(OPS)}), got {tuple(weights.shape)}")
-        # one host sync per cell: which (edge, op) to run is decided on the CPU, from `weights` alone, so a
-        # checkpointed recomputation runs the same ops
-        active = None if weights is None else (weights.detach() != 0).cpu().tolist()
 
         inputs = (s0, s1)
         states: dict[int, torch.Tensor] = {}

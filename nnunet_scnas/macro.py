@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .cell import Cell
+from .cell import Cell, EdgeWeights
 from .genotype import NUM_NODES
 from .lean import recompute_cheap
 from .ops import PointwiseConv, Stride, activation, instance_norm
@@ -128,7 +128,7 @@ def check_memory_mode(mode) -> str:
     return mode
 
 
-def run_cell(cell: nn.Module, s0, s1, weights: torch.Tensor | None, mode: str):
+def run_cell(cell: nn.Module, s0, s1, weights: EdgeWeights | None, mode: str):
     """`cell(s0, s1, weights)` in memory mode `mode` (see the module docstring)."""
     if mode == "cells" and isinstance(cell, Cell):  # an UnreadCell computes nothing and returns None
         return checkpoint(cell, s0, s1, weights, use_reentrant=False)
@@ -172,7 +172,7 @@ class Encoder(nn.Module):
             in_channels = (in_channels[1], widths[level])
         self.cells = nn.ModuleList(cells)
 
-    def forward(self, x, weights: Mapping[str, torch.Tensor] | None, mode: str = "plain"):
+    def forward(self, x, weights: Mapping[str, EdgeWeights] | None, mode: str = "plain"):
         s0 = s1 = run_lean(self.stem, x, mode)
         skips = [s1]
         for state, cell in enumerate(self.cells, start=1):
@@ -198,7 +198,7 @@ class Decoder(nn.Module):
         # heads[l] reads the decoder-normal state of level l
         self.heads = nn.ModuleList(Head(widths[level], num_classes) for level in range(NUM_LEVELS - 1))
 
-    def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, torch.Tensor] | None,
+    def forward(self, s0, s1, skips: list[torch.Tensor], weights: Mapping[str, EdgeWeights] | None,
                 mode: str = "plain"):
         outputs = {}
         for cell, level in zip(self.cells, DECODER_LEVELS):
@@ -261,7 +261,7 @@ class UNetMacro(nn.Module):
     def checkpoint_cells(self, checkpointed: bool) -> None:
         self.memory_mode = "cells" if checkpointed else "plain"
 
-    def _forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor] | None):
+    def _forward(self, x: torch.Tensor, weights: Mapping[str, EdgeWeights] | None):
         total = [1, 1, 1]
         for stride in self.strides:
             total = [t * s for t, s in zip(total, stride)]

@@ -4,6 +4,7 @@ Every function maps logits `[E, K]` (E edges, K ops in `OPS` order) to weights `
 only the ops whose weight is non-zero. All are pure functions of their arguments.
 """
 import math
+from collections.abc import Sequence
 from itertools import combinations
 
 import torch
@@ -32,26 +33,46 @@ def sample_two_ops(logits: torch.Tensor, tau: float, generator: torch.Generator 
         (z_o1, z_o2) / (z_o1 + z_o2), computed as the 2-way softmax of (y_o1, y_o2): the same numbers, without
         dividing by a z_o1 + z_o2 that underflows at a small tau. Every other entry is exactly 0.
     """
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must be [edges, ops] with at least 2 ops, got shape {tuple(logits.shape)}")
+    return sample_two_ops_each([logits], tau, generator)[0][0]
+
+
+def sample_two_ops_each(logits: Sequence[torch.Tensor], tau: float, generator: torch.Generator | None = None
+                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`sample_two_ops` for several logits tensors in turn (the same draws), with one host round trip in all.
+
+    Returns per logits tensor its weights (on the logits' device) and the sampled pairs' mask `[E, K]` on the
+    CPU: which ops a cell runs, known without asking the device again.
+    """
+    for alpha in logits:
+        if alpha.dim() != 2 or alpha.shape[1] < 2:
+            raise ValueError(f"logits must be [edges, ops] with at least 2 ops, got shape {tuple(alpha.shape)}")
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
-    num_edges, num_ops = logits.shape
-    # all randomness is drawn on the CPU, so one seed gives one sample whatever device the logits are on
-    gumbel = _gumbel(logits.shape, generator).to(device=logits.device, dtype=logits.dtype)
-    y = (logits + gumbel) / tau
+    # the pairs are drawn on the CPU (one seed, one sample, whatever the device), from a copy of all logits
+    # fetched at once: the forward's only wait for the device
+    on_host = torch.cat([alpha.detach().flatten() for alpha in logits]).cpu().split([a.numel() for a in logits])
+    sampled = []
+    for alpha, host in zip(logits, on_host):
+        gumbel = _gumbel(alpha.shape, generator)
+        mask = _draw_pairs((host.view(alpha.shape) + gumbel.to(host.dtype)) / tau, generator)
+        # the gradient reaches the logits through the pair's noisy logits y; the pair choice (q) is not differentiated
+        y = (alpha + gumbel.to(device=alpha.device, dtype=alpha.dtype)) / tau
+        sampled.append((torch.softmax(y.masked_fill(~mask.to(y.device), -math.inf), dim=-1), mask))
+    return sampled
 
+
+def _draw_pairs(y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """`[E, K]` bool, True at the pair drawn for each edge with probability q (see `sample_two_ops`); y on the CPU."""
+    num_edges, num_ops = y.shape
     pairs = torch.tensor(list(combinations(range(num_ops), 2)))  # [P, 2], P = K (K - 1) / 2
-    z = torch.softmax(y.detach().cpu(), dim=-1)
+    z = torch.softmax(y, dim=-1)
     q = (z[:, pairs[:, 0]] + z[:, pairs[:, 1]]) / (num_ops - 1)  # [E, P], rows sum to 1
     chosen = pairs[torch.multinomial(q, 1, generator=generator).squeeze(1)]  # [E, 2]
-
     mask = torch.zeros(num_edges, num_ops, dtype=torch.bool)
     mask[torch.arange(num_edges).unsqueeze(1), chosen] = True
-    # the gradient reaches the logits through the pair's noisy logits y; the pair choice (q) is not differentiated
-    return torch.softmax(y.masked_fill(~mask.to(y.device), -math.inf), dim=-1)
+    return mask
 
 
 def softmax_weights(logits: torch.Tensor) -> torch.Tensor:

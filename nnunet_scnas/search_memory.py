@@ -23,7 +23,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from .cell import Cell
+from .cell import Cell, EdgeWeights
 from .macro import MEMORY_MODES
 from .memory import ForwardTrace, MemoryEstimate, recomputation, trace_forward, training_memory
 
@@ -120,8 +120,9 @@ def _fixed_sample(supernet: nn.Module, masks: Mapping[str, torch.Tensor]) -> Cal
     """`architecture_weights` for a given sample: per cell type, the ops of a bool mask `[14, 8]`, weighted as the
     sampler weights a pair (a softmax of their logits, with the graph to the logits when `arch_grad`)."""
     def weights():
-        return {cell_type: torch.softmax((alpha if supernet.arch_grad else alpha.detach()).masked_fill(
-            ~masks[cell_type], -math.inf), dim=-1) for cell_type, alpha in supernet.alphas.items()}
+        return {cell_type: EdgeWeights(torch.softmax((alpha if supernet.arch_grad else alpha.detach()).masked_fill(
+            ~masks[cell_type], -math.inf), dim=-1), tuple(map(tuple, masks[cell_type].tolist())))
+            for cell_type, alpha in supernet.alphas.items()}
     return weights
 
 

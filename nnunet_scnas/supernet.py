@@ -4,11 +4,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .cell import Cell
+from .cell import Cell, EdgeWeights
 from .genotype import CELL_TYPES, EDGES, Genotype, derive_genotype
 from .macro import UNetMacro
 from .ops import OPS
-from .sampler import TAU_START, sample_two_ops, softmax_weights
+from .sampler import TAU_START, sample_two_ops_each, softmax_weights
 
 MODES = ("two_op", "all_ops", "argmax")
 
@@ -51,25 +51,31 @@ class SCNASSupernet(UNetMacro):
         self.arch_grad = True
         self.last_weights: dict[str, torch.Tensor] = {}
 
-    def architecture_weights(self) -> dict[str, torch.Tensor]:
-        """Edge weights `[14, 8]` per cell type for the current `mode` (a fresh sample in "two_op").
+    def architecture_weights(self) -> dict[str, EdgeWeights]:
+        """Edge weights `[14, 8]` per cell type for the current `mode` (a fresh sample in "two_op"), with the ops to
+        run on the host: one host round trip in all, none in the cells.
 
         With `arch_grad` False the weights are drawn from detached logits: the same values, no graph.
         """
-        alphas = {ct: self.alphas[ct] if self.arch_grad else self.alphas[ct].detach() for ct in CELL_TYPES}
+        alphas = [self.alphas[ct] if self.arch_grad else self.alphas[ct].detach() for ct in CELL_TYPES]
         if self.mode == "two_op":
-            return {ct: sample_two_ops(alphas[ct], self.tau, self.generator) for ct in CELL_TYPES}
+            sampled = sample_two_ops_each(alphas, self.tau, self.generator)
+            return {ct: EdgeWeights(values, _rows(mask)) for ct, (values, mask) in zip(CELL_TYPES, sampled)}
         if self.mode == "all_ops":
-            return {ct: softmax_weights(alphas[ct]) for ct in CELL_TYPES}
+            weights = [softmax_weights(alpha) for alpha in alphas]
+            nonzero = torch.stack([w.detach() != 0 for w in weights]).cpu()  # a weight may underflow to 0
+            return {ct: EdgeWeights(w, _rows(mask)) for ct, w, mask in zip(CELL_TYPES, weights, nonzero)}
         if self.mode == "argmax":
             # the derived genotype's ops, repaired nodes included, rather than a raw argmax per edge
-            genotype = self.genotype()
-            return {ct: _one_hot(genotype, ct).to(alphas[ct]) for ct in CELL_TYPES}
+            host = torch.stack([alpha.detach() for alpha in alphas]).cpu()
+            genotype = derive_genotype(dict(zip(CELL_TYPES, host)))
+            return {ct: EdgeWeights(_one_hot(genotype, ct).to(alpha), _rows(_one_hot(genotype, ct) != 0))
+                    for ct, alpha in zip(CELL_TYPES, alphas)}
         raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
 
     def forward(self, x: torch.Tensor):
         weights = self.architecture_weights()  # drawn once per forward: checkpointed cells recompute with these
-        self.last_weights = {cell_type: w.detach() for cell_type, w in weights.items()}
+        self.last_weights = {cell_type: w.values.detach() for cell_type, w in weights.items()}
         return self._forward(x, weights)
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -98,6 +104,10 @@ class SCNASSupernet(UNetMacro):
     def genotype(self) -> Genotype:
         """The architecture the current logits stand for (see `derive_genotype` for the rule)."""
         return derive_genotype({cell_type: self.alphas[cell_type] for cell_type in CELL_TYPES})
+
+
+def _rows(mask: torch.Tensor) -> tuple[tuple[bool, ...], ...]:
+    return tuple(map(tuple, mask.tolist()))  # a CPU mask: no device involved
 
 
 def _one_hot(genotype: Genotype, cell_type: str) -> torch.Tensor:

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from nnunet_scnas import CELL_LAYOUT, CELL_TYPES, EDGES, OPS, SCNASSupernet, SCNASUNet
-from nnunet_scnas.cell import Cell
+from nnunet_scnas.cell import Cell, EdgeWeights
 from nnunet_scnas.genotype import EDGE_ENDPOINTS, NUM_INPUTS, NUM_NODES, incoming_edges
 from nnunet_scnas.ops import NEGATIVE_SLOPE
 from nnunet_scnas.sampler import sample_two_ops, softmax_weights
@@ -75,6 +75,7 @@ def _reads_leaky_relu(name, op):
 
 def _reference_forward(cell, s0, s1, weights=None):
     """The straightforward formulation: every op that needs it applies its own LeakyReLU to the raw state."""
+    weights = weights.values if isinstance(weights, EdgeWeights) else weights
     states = {int(i): preprocess((s0, s1)[int(i)]) for i, preprocess in cell.preprocess.items()}
     for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
         terms = []

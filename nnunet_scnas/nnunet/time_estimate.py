@@ -118,4 +118,4 @@ def _timed(label: str, build: Callable[[], TrainingStep], estimate: int, autocas
     del step
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return f"{label}: {seconds:.2f} s/iteration; {schedule(seconds)}"
+    return f"{label}: {seconds:.3g} s/iteration; {schedule(seconds)}"  # 3 figures: hours stay consistent
