@@ -43,7 +43,7 @@ from nnunet_scnas.memory import GiB  # noqa: E402
 from nnunet_scnas.nnunet.memory_estimate import search_step_estimates  # noqa: E402
 from nnunet_scnas.nnunet.provenance import machine, versions  # noqa: E402
 from nnunet_scnas.nnunet.step_timing import nnunet_step, search_step, seconds_per_iteration  # noqa: E402
-from nnunet_scnas.search_memory import _fixed_sample, network_memory  # noqa: E402
+from nnunet_scnas.search_memory import fixed_sample, network_memory  # noqa: E402
 from nnunet_scnas.search_worst_case import op_sample  # noqa: E402
 from nnunet_scnas.supernet import SCNASSupernet  # noqa: E402
 
@@ -117,7 +117,7 @@ def search_section(p: dict, device, estimates, mode: str, worst_ops=None) -> dic
     step = search_step(supernet, p["batch_shape"], p["num_classes"], device, SearchSettings)
     if worst_ops:  # an instance attribute, as `search_memories` traces a given sample
         masks = {cell_type: mask.to(device) for cell_type, mask in op_sample(worst_ops).items()}
-        supernet.architecture_weights = _fixed_sample(supernet, masks)
+        supernet.architecture_weights = fixed_sample(supernet, masks)
     result = timed_step(step, device, p)
     estimate = (estimates.worst if worst_ops else estimates.typical)[mode]
     return {**result, **memory_figures(device, estimate.total), "memory_mode": mode,

@@ -116,7 +116,7 @@ def _cpu_logits(supernet: nn.Module) -> None:
             supernet.alphas[cell_type] = nn.Parameter(torch.zeros(alpha.shape))
 
 
-def _fixed_sample(supernet: nn.Module, masks: Mapping[str, torch.Tensor]) -> Callable[[], dict]:
+def fixed_sample(supernet: nn.Module, masks: Mapping[str, torch.Tensor]) -> Callable[[], dict]:
     """`architecture_weights` for a given sample: per cell type, the ops of a bool mask `[14, 8]`, weighted as the
     sampler weights a pair (a softmax of their logits, with the graph to the logits when `arch_grad`)."""
     def weights():
@@ -155,7 +155,7 @@ def search_memories(supernet: nn.Module, batch_shape: Sequence[int],
         for generator in generators:
             given = not isinstance(generator, torch.Generator)
             if given:  # an instance attribute: the class's sampler is back after the `finally`
-                supernet.architecture_weights = _fixed_sample(supernet, generator)
+                supernet.architecture_weights = fixed_sample(supernet, generator)
             else:
                 state = generator.get_state()
                 supernet.generator = generator
