@@ -4,7 +4,8 @@
 - `alpha_history.json`: the architecture logits, tau, losses, entropies and op histograms per epoch;
 - `search_progress.png`: entropy of softmax(alpha) per cell type, and the op histogram of the current
   genotype per epoch (collapse to parameter-free ops, the known failure of this family, shows here);
-- `cells/<cell_type>.png`: a drawing of each cell (at the end of the search, and on demand).
+- `cells/<cell_type>.png`: a drawing of each cell (at the end of the search, and on demand);
+- `ranking.json`, `ranking.png`: at the end, the found genotype against random ones of the space (`ranking.py`).
 """
 import json
 import math
