@@ -50,6 +50,7 @@ def test_pseudo_dice_leaves_out_empty_heads_and_json_has_no_nan():
     record = Ranking(found, (empty,)).to_dict(batches=1, cases=["b", "a", "b"])
     assert json.loads(json.dumps(record, allow_nan=False))["genotypes"][1]["pseudo_dice"] is None
     assert record["cases"] == ["a", "b"] and record["better_than"] == 1 and record["passed"]
+    assert record["better_than_by_pseudo_dice"] == 0  # a NaN Dice is beaten by nothing (comparisons with NaN fail)
 
 
 @pytest.mark.parametrize("name, value", [("ranking_random_genotypes", -1), ("ranking_random_genotypes", 2.0),
@@ -71,11 +72,11 @@ class _Trainer:
     validation_step = _nnunet.validation_step
     _build_loss = _nnunet._build_loss
 
-    def __init__(self, label_manager, output_folder, batches=()):
+    def __init__(self, label_manager, output_folder, batches=(), ddp=False):
         from types import SimpleNamespace
 
         self.label_manager, self.output_folder = label_manager, output_folder
-        self.device, self.enable_deep_supervision, self.is_ddp = torch.device("cpu"), True, False
+        self.device, self.enable_deep_supervision, self.is_ddp = torch.device("cpu"), True, ddp
         self.configuration_manager = SimpleNamespace(batch_dice=True)
         self.network = SCNASSupernet(1, label_manager.num_segmentation_heads, 4, STRIDES)
         with torch.no_grad():  # a decided architecture, as at the end of a search
@@ -137,12 +138,14 @@ def test_each_genotype_gets_nnunets_loss_and_pseudo_dice_on_the_same_untouched_b
     assert supernet.mode == "argmax" and supernet.evaluated_genotype is None and trainer.network is supernet
 
 
-def test_evaluation_leaves_the_training_flag_and_the_global_random_streams_alone(tmp_path):
-    trainer = _Trainer(_labels(False), tmp_path)
+def test_evaluation_runs_no_collective_and_leaves_training_flag_loss_and_random_streams_alone(tmp_path):
+    trainer = _Trainer(_labels(False), tmp_path, ddp=True)  # a batch Dice gathered over the ranks, as under DDP
+    gathering = [m for m in trainer.loss.modules() if getattr(m, "ddp", False)]
+    assert gathering and not torch.distributed.is_initialized()  # a gather would raise here (rank 0 alone would hang)
     trainer.network.train()
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     evaluate_genotypes(trainer, {"random:1": random_genotype(1)}, [_batch(False, 1)])
-    assert trainer.network.training
+    assert trainer.network.training and all(m.ddp for m in gathering)
     assert torch.equal(torch.get_rng_state(), states[0]) and np.array_equal(np.random.get_state()[1], states[1])
     assert random.getstate() == states[2]
 

@@ -86,6 +86,7 @@ def verdict(k: int, n: int) -> str:
 
 @dataclass(frozen=True)
 class Ranking:
+    """The found genotype's evaluation and the random genotypes', in seed order; ranked by loss."""
     found: Evaluation
     randoms: tuple[Evaluation, ...]
 
@@ -94,13 +95,19 @@ class Ranking:
         return better_than(self.found.loss, [r.loss for r in self.randoms])
 
     @property
+    def better_than_by_dice(self) -> int:
+        """For information (the verdict is by loss): the random genotypes with a lower pseudo Dice."""
+        return better_than(-self.found.pseudo_dice, [-r.pseudo_dice for r in self.randoms])
+
+    @property
     def passed(self) -> bool:
         return passed(self.better_than, len(self.randoms))
 
     def lines(self) -> list[str]:
         """What the training log says."""
         return [
-            f"found genotype: loss {self.found.loss:.4f}, pseudo Dice {self.found.pseudo_dice:.4f}",
+            f"found genotype: loss {self.found.loss:.4f}, pseudo Dice {self.found.pseudo_dice:.4f} (by pseudo Dice "
+            f"better than {self.better_than_by_dice} of {len(self.randoms)})",
             f"{len(self.randoms)} random genotypes: loss {_spread([r.loss for r in self.randoms])}, pseudo Dice "
             f"{_spread([-r.pseudo_dice for r in self.randoms], sign=-1)}",
             verdict(self.better_than, len(self.randoms)),
@@ -115,6 +122,7 @@ class Ranking:
                          "the architecture set; rank by loss",
                 "batches": batches, "cases": sorted(set(cases)),
                 "better_than": self.better_than, "random_genotypes": len(self.randoms), "passed": self.passed,
+                "better_than_by_pseudo_dice": self.better_than_by_dice,
                 "verdict": verdict(self.better_than, len(self.randoms)),
                 "genotypes": [entry(self.found), *map(entry, self.randoms)]}
 
@@ -165,18 +173,32 @@ def draw_ranking_batches(trainer) -> list[dict] | None:
 
 def evaluate_genotypes(trainer, genotypes: Mapping[str, Genotype], batches: Sequence[dict]) -> list[Evaluation]:
     """Each genotype's loss and pseudo Dice in the trained supernet on `batches`, through nnU-Net's own
-    `validation_step` on the unwrapped supernet (no DDP collective). The supernet's training flag, the trainer's
-    network and the batches (nnU-Net edits an ignore label's target in place) are as before afterwards."""
+    `validation_step` on the unwrapped supernet, its loss's Dice over this rank's batch alone: rank 0 evaluates by
+    itself, so no DDP collective may run. The supernet's training flag, the trainer's network and loss, and the
+    batches (nnU-Net edits an ignore label's target in place) are as before afterwards."""
     supernet, network = unwrap(trainer.network), trainer.network
     was_training = supernet.training
     supernet.eval()
     trainer.network = supernet
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _local_loss(trainer.loss):
             return [_evaluate(trainer, name, supernet, genotype, batches) for name, genotype in genotypes.items()]
     finally:
         trainer.network = network
         supernet.train(was_training)
+
+
+@contextmanager
+def _local_loss(loss: torch.nn.Module):
+    """nnU-Net's Dice losses gather a batch Dice over the ranks under DDP (their attribute `ddp`); off in the block."""
+    gathering = [m for m in loss.modules() if getattr(m, "ddp", False) is True]
+    for module in gathering:
+        module.ddp = False
+    try:
+        yield
+    finally:
+        for module in gathering:
+            module.ddp = True
 
 
 def _evaluate(trainer, name: str, supernet, genotype: Genotype, batches: Sequence[dict]) -> Evaluation:
