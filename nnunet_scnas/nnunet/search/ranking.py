@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnunet_scnas.atomic import atomic_path, write_json
+from nnunet_scnas.atomic import write_json
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.genotype import Genotype
+from nnunet_scnas.nnunet.search.report import save_figure
 from nnunet_scnas.nnunet.search.state import seed_from
 from nnunet_scnas.nnunet.search.step import unwrap
 from nnunet_scnas.random_genotype import random_genotype
@@ -243,9 +244,7 @@ def plot_ranking(ranking: Ranking, path) -> None:
                    label="found genotype")
         ax.axvline(ranking.found.loss, color="C3", linestyle=":", linewidth=1)
         ax.set(xlabel="loss on the architecture set (lower is better: the search's proxy)", ylabel="pseudo Dice",
-               title=f"Found genotype better than {ranking.better_than} of {len(ranking.randoms)} random genotypes"
-                     + ("" if ranking.passed else " (FAILED)"))
+               title=f"Found genotype better than {ranking.better_than} of {len(ranking.randoms)} random genotypes "
+                     f"by loss" + ("" if ranking.passed else " (FAILED)"))
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
+        save_figure(fig, path)

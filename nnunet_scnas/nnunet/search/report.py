@@ -136,9 +136,14 @@ class SearchReport:
             ax_ops.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
             for ax in (ax_entropy, ax_ops):
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            fig.tight_layout()
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=90)
+            save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """A search's plot as a PNG, written atomically (a reader never sees half of one)."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
 
 
 def draw_cells(genotype: Genotype, folder) -> list[Path]:
