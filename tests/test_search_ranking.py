@@ -47,7 +47,7 @@ def test_pseudo_dice_leaves_out_empty_heads_and_json_has_no_nan():
     empty = Evaluation("random:0", 0.3, (math.nan, math.nan))
     found = Evaluation("found", 0.2, (0.5, math.nan))
     assert found.pseudo_dice == 0.5 and math.isnan(empty.pseudo_dice)
-    record = Ranking(found, (empty,)).to_dict(batches=1, cases=["b", "a", "b"])
+    record = Ranking(found, (empty,)).to_dict(random_genotype(3), batches=1, cases=["b", "a", "b"])
     assert json.loads(json.dumps(record, allow_nan=False))["genotypes"][1]["pseudo_dice"] is None
     assert record["cases"] == ["a", "b"] and record["better_than"] == 1 and record["passed"]
     assert record["better_than_by_pseudo_dice"] == 0  # a NaN Dice is beaten by nothing (comparisons with NaN fail)
@@ -176,6 +176,7 @@ def test_check_ranking_writes_the_record_and_the_plot_and_says_the_rank(tmp_path
     assert [g["name"] for g in record["genotypes"]] == ["found", "random:0", "random:1", "random:2"]
     assert record["random_genotypes"] == 3 and 0 <= record["better_than"] <= 3
     assert record["cases"] == ["case_0", "case_1"] and record["batches"] == 1
+    assert record["found_genotype"] == trainer.network.genotype().to_dict()
     assert (tmp_path / RANKING_PLOT).read_bytes()[:4] == b"\x89PNG"
     assert lines[0].startswith("Ranking check: the found genotype and 3 random genotypes")
     assert lines[-1] == record["verdict"] and f"better than {record['better_than']} of 3" in lines[-1]

@@ -114,7 +114,8 @@ class Ranking:
             verdict(self.better_than, len(self.randoms)),
         ]
 
-    def to_dict(self, batches: int, cases: Sequence[str]) -> dict:
+    def to_dict(self, found_genotype: Genotype, batches: int, cases: Sequence[str]) -> dict:
+        """`ranking.json`: it names the found genotype, so that a reader can tell a stale file from another search."""
         def entry(e: Evaluation) -> dict:
             return {"name": e.name, "loss": e.loss, "pseudo_dice": _number(e.pseudo_dice),
                     "dice_per_head": [_number(d) for d in e.dice_per_head]}
@@ -124,7 +125,7 @@ class Ranking:
                 "batches": batches, "cases": sorted(set(cases)),
                 "better_than": self.better_than, "random_genotypes": len(self.randoms), "passed": self.passed,
                 "better_than_by_pseudo_dice": self.better_than_by_dice,
-                "verdict": verdict(self.better_than, len(self.randoms)),
+                "verdict": verdict(self.better_than, len(self.randoms)), "found_genotype": found_genotype.to_dict(),
                 "genotypes": [entry(self.found), *map(entry, self.randoms)]}
 
 
@@ -225,7 +226,7 @@ def check_ranking(trainer, batches: Sequence[dict]) -> list[str]:
     ranking = Ranking(found, tuple(randoms))
     folder = Path(trainer.output_folder)
     cases = [case for batch in batches for case in batch.get("keys", ())]
-    write_json(folder / RANKING_FILE, ranking.to_dict(len(batches), cases))
+    write_json(folder / RANKING_FILE, ranking.to_dict(genotypes[FOUND], len(batches), cases))
     plot_ranking(ranking, folder / RANKING_PLOT)
     return [f"Ranking check: the found genotype and {len(randoms)} random genotypes in the trained supernet, on "
             f"{len(batches)} batches of the architecture set ({folder / RANKING_FILE})", *ranking.lines()]

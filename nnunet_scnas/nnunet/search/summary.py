@@ -4,8 +4,8 @@
   0 decided);
 - how many of the 56 edges changed their op over the last two epochs (a settled search changes none);
 - how many edges of the final genotype are parameter-free (collapse to them is this family's known failure);
-- from `ranking.json`, if the search ran its ranking check (`ranking.py`): how many of its random genotypes the found
-  one beats on the search's own proxy, and whether that is most of them.
+- from `ranking.json`, if the search ran its ranking check (`ranking.py`) on its final genotype: how many of its random
+  genotypes the found one beats on the search's own proxy, and whether that is most of them.
 """
 import statistics
 from dataclasses import dataclass
@@ -59,6 +59,8 @@ def read_search_summary(fold_folder, name: str) -> SearchSummary:
     changed = sum(a != b for cell_type in CELL_TYPES for a, b in zip(getattr(old, cell_type), getattr(new, cell_type)))
     ranking_file = Path(fold_folder) / RANKING_FILE
     ranking = read_json(ranking_file, "ranking check") if ranking_file.is_file() else {}
+    if not isinstance(ranking, dict) or ranking.get("found_genotype") != last["genotype"]:
+        ranking = {}  # no check of this search's genotype (one left by an earlier search in the folder is stale)
     return SearchSummary(name, len(epochs), statistics.fmean(first["entropy"].values()),
                          statistics.fmean(last["entropy"].values()), dict(last["entropy"]), changed,
                          sum(last["op_histogram"][op] for op in PARAMETER_FREE_OPS), dict(last["op_histogram"]),
