@@ -19,8 +19,10 @@ class SCNASSupernet(UNetMacro):
     Cells of width W have 4 nodes of W/4 channels and output their concat (see `cell.py`). Each forward draws
     fresh edge weights from the logits according to `mode`, once, before any cell runs: "two_op" (the paper's
     sampler, `sample_two_ops(alpha, tau, generator)`), "all_ops" (DARTS softmax mixture, for ablation and the
-    cost benchmark) or "argmax" (the current architecture: exactly the ops of `genotype()`, weight 1). Only
-    ops with a non-zero weight are computed. The weights used are kept, detached, in `last_weights`.
+    cost benchmark) or "argmax" (the current architecture: exactly the ops of `genotype()`, weight 1). Inside
+    `evaluating(genotype)` every forward runs a given genotype's ops instead, whatever the mode: "argmax" is the
+    case of the supernet's own genotype (one code path, `_genotype_weights`). Only ops with a non-zero weight are
+    computed. The weights used are kept, detached, in `last_weights`.
 
     Args:
         input_channels: image channels.
@@ -50,13 +52,16 @@ class SCNASSupernet(UNetMacro):
         self.generator: torch.Generator | None = None
         self.arch_grad = True
         self.last_weights: dict[str, torch.Tensor] = {}
+        self.evaluated_genotype: Genotype | None = None  # set by `evaluating`
 
     def architecture_weights(self) -> dict[str, EdgeWeights]:
         """Edge weights `[14, 8]` per cell type for the current `mode` (a fresh sample in "two_op"), with the ops to
-        run on the host: one host round trip in all, none in the cells.
+        run on the host: one host round trip in all, none in the cells (none at all inside `evaluating`).
 
         With `arch_grad` False the weights are drawn from detached logits: the same values, no graph.
         """
+        if self.evaluated_genotype is not None:
+            return self._genotype_weights(self.evaluated_genotype)
         alphas = [self.alphas[ct] if self.arch_grad else self.alphas[ct].detach() for ct in CELL_TYPES]
         if self.mode == "two_op":
             sampled = sample_two_ops_each(alphas, self.tau, self.generator)
@@ -68,10 +73,28 @@ class SCNASSupernet(UNetMacro):
         if self.mode == "argmax":
             # the derived genotype's ops, repaired nodes included, rather than a raw argmax per edge
             host = torch.stack([alpha.detach() for alpha in alphas]).cpu()
-            genotype = derive_genotype(dict(zip(CELL_TYPES, host)))
-            return {ct: EdgeWeights(_one_hot(genotype, ct).to(alpha), _rows(_one_hot(genotype, ct) != 0))
-                    for ct, alpha in zip(CELL_TYPES, alphas)}
+            return self._genotype_weights(derive_genotype(dict(zip(CELL_TYPES, host))))
         raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+
+    def _genotype_weights(self, genotype: Genotype) -> dict[str, EdgeWeights]:
+        """Weight 1 on `genotype`'s op of every edge, 0 elsewhere, on the logits' device; the ops to run are read
+        from the genotype on the host."""
+        like = self.alphas[CELL_TYPES[0]]
+        return {ct: EdgeWeights(_one_hot(genotype, ct).to(like), _rows(_one_hot(genotype, ct) != 0))
+                for ct in CELL_TYPES}
+
+    @contextmanager
+    def evaluating(self, genotype: Genotype):
+        """Every forward inside the block runs `genotype`'s ops, weight 1, one op per edge, with the supernet's
+        trained weights: the sub-network `genotype` picks out of the supernet (the search's ranking check, which
+        evaluates random genotypes in it). The previous setting is restored after the block, also on errors."""
+        if not isinstance(genotype, Genotype):
+            raise TypeError(f"evaluating needs a Genotype, got {type(genotype).__name__}")
+        previous, self.evaluated_genotype = self.evaluated_genotype, genotype
+        try:
+            yield self
+        finally:
+            self.evaluated_genotype = previous
 
     def forward(self, x: torch.Tensor):
         weights = self.architecture_weights()  # drawn once per forward: checkpointed cells recompute with these

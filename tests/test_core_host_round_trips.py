@@ -1,4 +1,5 @@
-"""Host round trips: the supernet's forward waits for the device once (its sampler), the derived network never.
+"""Host round trips: the supernet's forward waits for the device once (its sampler), the derived network never,
+nor the supernet evaluating a given genotype.
 
 Counted on the "meta" device, where a tensor has no values: every read of one from the host (`.tolist()`,
 `.item()`, `bool()`, a copy to the CPU) fails, except `.cpu()`, which the test counts and answers with zeros.
@@ -57,6 +58,15 @@ def test_the_derived_network_never_waits_for_the_device(round_trips, memory_mode
         net = SCNASUNet(input_channels=1, num_classes=2, deep_supervision=True, genotype=genotype.to_dict(),
                         stem_width=4, strides=STRIDES, cell_layout=CELL_LAYOUT, memory_mode=memory_mode)
     _train_step(net)
+    assert round_trips[0] == 0
+
+
+def test_the_supernet_evaluating_a_given_genotype_never_waits_for_the_device(round_trips):
+    genotype = derive_genotype({ct: torch.randn(len(EDGES), len(OPS)) for ct in CELL_TYPES})
+    with torch.device("meta"):
+        net = SCNASSupernet(1, 2, 4, STRIDES)
+    with net.evaluating(genotype):  # the ranking check: the ops to run come from the genotype, on the host
+        _train_step(net)
     assert round_trips[0] == 0
 
 

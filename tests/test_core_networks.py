@@ -152,6 +152,45 @@ def test_argmax_mode_runs_exactly_the_derived_genotype():
     assert sorted(calls) == sorted(expected)
 
 
+@pytest.mark.parametrize("mode", ["two_op", "all_ops", "argmax"])
+def test_evaluating_the_supernets_own_genotype_is_argmax_mode(mode):
+    net = SCNASSupernet(1, 2, 4, ISOTROPIC)
+    with torch.no_grad():
+        for cell_type in CELL_TYPES:
+            net.alphas[cell_type].normal_()
+    x = torch.randn(1, 1, 16, 16, 16)
+    net.mode, net.generator = "argmax", torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        expected, expected_weights = net(x), net.last_weights
+        net.mode = mode
+        with net.evaluating(net.genotype()):
+            found = net(x)
+    assert all(torch.equal(a, b) for a, b in zip(found, expected))
+    assert all(torch.equal(net.last_weights[ct], expected_weights[ct]) for ct in CELL_TYPES)
+    assert net.mode == mode and net.evaluated_genotype is None  # the block changed nothing else
+    with pytest.raises(ValueError, match="divisible"), net.evaluating(random_genotype(1)):
+        net(torch.randn(1, 1, 12, 16, 16))
+    assert net.evaluated_genotype is None  # restored on errors too
+
+
+def test_evaluating_a_genotype_computes_the_derived_network_with_the_supernets_weights():
+    # the ranking check evaluates random genotypes inside the trained supernet: each is then its derived network,
+    # with the weights the supernet trained for its ops
+    genotype = random_genotype(3)
+    net, derived = SCNASSupernet(2, 3, 4, ANISOTROPIC), _derived(ANISOTROPIC, genotype=genotype)
+    trained = net.state_dict()
+    derived.load_state_dict({key: trained[key] for key in derived.state_dict()})
+    assert genotype != net.genotype()
+    x = torch.randn(2, 2, 8, 16, 16)
+    cells, calls = _op_calls(net)
+    with torch.no_grad(), net.evaluating(genotype):
+        found = net(x)
+        expected = derived(x)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(found, expected))
+    assert sorted(calls) == sorted({(index, edge, op) for index, cell in enumerate(cells)
+                                    for edge, op in genotype.ops(cell.cell_type).items() if op != "zero"})
+
+
 def test_each_forward_draws_a_fresh_reproducible_sample():
     net = SCNASSupernet(1, 2, 4, ISOTROPIC, deep_supervision=False)
     x = torch.randn(1, 1, 16, 16, 16)

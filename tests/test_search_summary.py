@@ -1,12 +1,14 @@
-"""Did a search decide: the summary read back from the alpha_history.json that a search's report writes."""
+"""Did a search decide, and does it beat random genotypes: the summary read back from the files a search leaves."""
 import math
 
 import pytest
 import torch
 
+from nnunet_scnas.atomic import write_json
 from nnunet_scnas.genotype import CELL_TYPES, EDGES, derive_genotype
+from nnunet_scnas.nnunet.search.ranking import RANKING_FILE, Evaluation, Ranking
 from nnunet_scnas.nnunet.search.report import SearchReport
-from nnunet_scnas.nnunet.search.summary import read_search_summary, summary_table
+from nnunet_scnas.nnunet.search.summary import RANKING_COLUMN, read_search_summary, summary_table
 from nnunet_scnas.ops import OPS
 
 
@@ -63,6 +65,23 @@ def test_a_search_that_kept_its_genotype_for_two_epochs_is_settled(search_folder
     header, rows = summary_table([summary, read_search_summary(folder, "moving")])
     assert [row[0] for row in rows] == ["settled", "moving"] and all(len(row) == len(header) for row in rows)
     assert rows[1][header.index("edges changed in the last 2 epochs")] == f"{len(EDGES)} of {4 * len(EDGES)}"
+    assert rows[0][header.index(RANKING_COLUMN)] == "not run"  # a search without the ranking check
+
+
+@pytest.mark.parametrize("random_losses, shown", [([0.3] * 17 + [0.1] * 3, "17 of 20"),
+                                                  ([0.3] * 10 + [0.1] * 10, "10 of 20, FAILED")])
+def test_the_summary_shows_how_many_random_genotypes_the_found_one_beats(search_folder, random_losses, shown):
+    folder, epochs = search_folder
+    ranking = Ranking(Evaluation("found", 0.2, (0.5,)),
+                      tuple(Evaluation(f"random:{i}", loss, (0.5,)) for i, loss in enumerate(random_losses)))
+    write_json(folder / RANKING_FILE, ranking.to_dict(derive_genotype(epochs[-1]), batches=1, cases=["case_0"]))
+    summary = read_search_summary(folder, "fold 0")
+    assert (summary.better_than, summary.random_genotypes, summary.ranking) == (ranking.better_than, 20, shown)
+    header, [row] = summary_table([summary])
+    assert row[header.index(RANKING_COLUMN)] == shown
+    # a check of another genotype (an earlier search's, left in the folder) is not this search's
+    write_json(folder / RANKING_FILE, ranking.to_dict(derive_genotype(epochs[0]), batches=1, cases=["case_0"]))
+    assert read_search_summary(folder, "fold 0").ranking == "not run"
 
 
 def test_a_search_without_history_is_refused(tmp_path):

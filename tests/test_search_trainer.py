@@ -129,6 +129,17 @@ def test_search_runs_through_nnunetv2_train(planned_braintumour, uninterrupted_s
     assert "architecture entropy" in log and "Validation skipped for the search" in log
     assert "projected end of the search" in log and "1 more epochs" in log  # after the first of 2 epochs
 
+    # the search ranked its genotype against 20 random ones in the trained supernet, and said where it stands
+    ranking = json.loads((folder / "ranking.json").read_text())
+    assert [g["name"] for g in ranking["genotypes"]] == ["found", *(f"random:{seed}" for seed in range(20))]
+    assert all(np.isfinite(g["loss"]) for g in ranking["genotypes"])
+    assert ranking["random_genotypes"] == 20 and 0 <= ranking["better_than"] <= 20
+    assert ranking["passed"] == (ranking["better_than"] > 10)
+    assert set(ranking["cases"]) <= set(split["architecture"])
+    assert (folder / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"better than {ranking['better_than']} of 20 random genotypes" in log and ranking["verdict"] in log
+    assert log.index("Training done.") < log.index("Ranking check:")  # after nnU-Net wrote checkpoint_final.pth
+
 
 # ---------------------------------------------------------------- bad input: one clear line, before training
 

@@ -5,8 +5,9 @@ Bi-level and first-order (paper §2.2, Algorithm 1): the fold's training cases a
 iteration is a weight step and an architecture step, each on a fresh two-op sample (`search/step.py`). The
 fold's validation cases are never seen. Everything else is nnU-Net's (its loss for labels, regions and ignore
 labels); `--c` resumes exactly. The per-epoch pseudo Dice is that of the current genotype on the architecture set,
-per label or region. The logic lives in `nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change
-(`nnUNetTrainerSCNASSearch_variants.py`).
+per label or region; at the end the search ranks its genotype against random ones of the space on that set
+(`search/ranking.py`). The logic lives in `nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the
+attributes its variants change (`nnUNetTrainerSCNASSearch_variants.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -19,6 +20,7 @@ from nnunet_scnas.nnunet.search.checkpoint import (check_search_checkpoint, save
                                                  state_dict_taken_once)
 from nnunet_scnas.nnunet.search.network import search_supernet
 from nnunet_scnas.nnunet.search.progress import projected_end
+from nnunet_scnas.nnunet.search.ranking import check_ranking, check_ranking_settings, draw_ranking_batches
 from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
 from nnunet_scnas.nnunet.search.split import search_datasets
 from nnunet_scnas.nnunet.search.state import TemperatureSchedule, make_search_optimizer, seed_everything, seed_from
@@ -47,6 +49,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     grad_clip = 12.0  # nnU-Net's own clipping norm
     memory_mode = "auto"  # plain / lean / cells, or "auto": on CUDA the fastest whose worst case fits (macro.py)
     search_loss = "nnunet"  # nnU-Net's Dice + CE, or "jaccard": the soft Jaccard loss of the paper's §3
+    ranking_random_genotypes = 20  # the end-of-search ranking check against random genotypes; 0: no check
+    ranking_batches = 5  # architecture-set batches each genotype of the check is evaluated on
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -61,6 +65,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
             check_every_head_annotated(self.label_manager, self.dataset_json, self.preprocessed_dataset_folder,
                                        self.plans_manager.dataset_name)
             self.search_strides = scnas_strides(self.configuration_manager, configuration)
+            check_ranking_settings(self)
         self.report = None
         self.iteration = 0  # counts weight+architecture iterations over the run: it seeds each step's sample
 
@@ -159,9 +164,12 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
             super().load_checkpoint(filename_or_checkpoint)
 
     def on_train_end(self):
-        super().on_train_end()
+        batches = draw_ranking_batches(self)  # while nnU-Net's loaders still run; None on ranks > 0
+        super().on_train_end()  # writes checkpoint_final.pth first: the ranking check cannot change it
         if self.local_rank == 0:
             self.print_to_log_file(self.report.finish(self.supernet.genotype(), self.plans_manager.dataset_name))
+        for line in check_ranking(self, batches) if batches else ():
+            self.print_to_log_file(line)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file(SKIPPED_VALIDATION)

@@ -23,6 +23,7 @@ class nnUNetTrainerSCNASSearch_cpu(nnUNetTrainerSCNASSearch):
     search_epochs = 8
     search_iterations_per_epoch = 6
     search_val_iterations_per_epoch = 2
+    ranking_batches = 2
     stem_width = 8
     arch_lr = 3e-2
     plateau_patience = 4
@@ -33,6 +34,7 @@ class nnUNetTrainerSCNASSearch_cpuQuick(nnUNetTrainerSCNASSearch_cpu):
     search_epochs = 2
     search_iterations_per_epoch = 2
     search_val_iterations_per_epoch = 1
+    ranking_batches = 1
     stem_width = 4
 
 

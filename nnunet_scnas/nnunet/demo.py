@@ -232,6 +232,7 @@ class Demo(StagedRun):
         from nnunet_scnas.nnunet.compare.html_report import Image, Paragraph, Section, Table
         from nnunet_scnas.nnunet.compare.report import dice_rows, markdown_table, terminal_summary
         from nnunet_scnas.nnunet.compare.results import Method
+        from nnunet_scnas.nnunet.search.ranking import RANKING_PLOT
         from nnunet_scnas.nnunet.search.summary import read_search_summary, summary_table
 
         summaries = [read_search_summary(folder, name) for name, folder in self.searches()]
@@ -240,13 +241,17 @@ class Demo(StagedRun):
         for s in summaries:
             print(f"search {s.name}: mean entropy {s.entropy_start:.3f} -> {s.entropy_end:.3f}, "
                   f"{s.edges_changed_at_end} edges changed in the last epochs, {s.parameter_free_edges} "
-                  f"parameter-free", flush=True)
+                  f"parameter-free, ranking check (random genotypes beaten): {s.ranking}", flush=True)
         sections = [Section("Did the searches decide?", [
             Paragraph("Per search: the mean entropy of softmax(alpha) over the 56 edges (ln 8 = 2.079: undecided), "
                       "how many edges changed their op over the last two epochs, how many of the final genotype's "
-                      "edges are parameter-free (identity, pools, zero), and the final op histogram."),
+                      "edges are parameter-free (identity, pools, zero), how many random genotypes of the space "
+                      "the found one beats on the search's own proxy (its loss on the architecture set, every genotype "
+                      "run in the trained supernet; FAILED: not most of them) and the final op histogram."),
             Table(*table),
-            *(Image(folder / "search_progress.png", f"search {name}") for name, folder in self.searches())])]
+            *(Image(folder / "search_progress.png", f"search {name}") for name, folder in self.searches()),
+            *(Image(folder / RANKING_PLOT, f"search {name}: ranking check") for name, folder in self.searches()
+              if (folder / RANKING_PLOT).is_file())])]
         if self.profile.search_variants:
             trainer = self.profile.train_trainer
             variants = [Method("nnU-Net", trainer, "3d_fullres"),

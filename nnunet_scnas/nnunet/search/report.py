@@ -4,7 +4,8 @@
 - `alpha_history.json`: the architecture logits, tau, losses, entropies and op histograms per epoch;
 - `search_progress.png`: entropy of softmax(alpha) per cell type, and the op histogram of the current
   genotype per epoch (collapse to parameter-free ops, the known failure of this family, shows here);
-- `cells/<cell_type>.png`: a drawing of each cell (at the end of the search, and on demand).
+- `cells/<cell_type>.png`: a drawing of each cell (at the end of the search, and on demand);
+- `ranking.json`, `ranking.png`: at the end, the found genotype against random ones of the space (`ranking.py`).
 """
 import json
 import math
@@ -135,9 +136,14 @@ class SearchReport:
             ax_ops.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
             for ax in (ax_entropy, ax_ops):
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            fig.tight_layout()
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=90)
+            save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """A search's plot as a PNG, written atomically (a reader never sees half of one)."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
 
 
 def draw_cells(genotype: Genotype, folder) -> list[Path]:
