@@ -363,7 +363,11 @@ def op_seconds(name: str, site: OpSite, batch_size: int, device: torch.device, m
     if name == "zero":
         return 0.0
     module = EdgeOp(name, site, lean=memory_mode == "lean").to(device)
-    x = torch.randn(batch_size, site.channels, *site.spatial, device=device, requires_grad=True)
+    x = torch.randn(batch_size, site.channels, *site.spatial, device=device)
+    if device.type == "cpu":  # as networks train on the CPU (`channels_last_on_cpu`): a cell's states are channels-last
+        module.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
     times = []
     for repetition in range(warmup + repetitions):
         _synchronize(device)

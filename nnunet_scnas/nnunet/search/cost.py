@@ -34,9 +34,12 @@ from nnunet_scnas.json_input import read_json
 from nnunet_scnas.macro import MEMORY_MODES
 from nnunet_scnas.nnunet.plans import plans_network, plans_network_on_meta
 from nnunet_scnas.nnunet.step_timing import nnunet_step, seconds_per_iteration
-from nnunet_scnas.op_cost import (BUDGETED, CostBudget, CostTable, Measures, build_cost_table, cell_sites,
-                                  check_budget, expected_cost, genotype_cost, matched_ratio, op_flops, op_memory,
-                                  op_seconds)
+from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
+from nnunet_scnas.genotype import CELL_TYPES, EDGE_ENDPOINTS, EDGES, NUM_INPUTS
+from nnunet_scnas.op_cost import (BUDGETED, QUANTITIES, CostBudget, CostTable, Measures, budget_penalty,
+                                  build_cost_table, cell_sites, check_budget, cheapest, expected_cost, genotype_cost,
+                                  matched_ratio, op_flops, op_memory, op_seconds)
+from nnunet_scnas.ops import OPS
 from nnunet_scnas.random_genotype import random_genotype
 from nnunet_scnas.search_memory import network_memory
 
@@ -81,11 +84,16 @@ class CostSchedule:
         return self.budget.weight * min(1.0, (epoch - self.warmup_epochs + 1) / self.ramp_epochs)
 
     def table_memory_mode(self, device: torch.device) -> str:
-        if self.memory_mode != "auto":
-            return self.memory_mode
-        # on a GPU a FLOPs-matched derived network trains within stock's memory only lean (plain is 3-5 x stock,
-        # README); off the GPU export's "auto" trains plain
-        return "lean" if device.type == "cuda" else "plain"
+        return table_memory_mode(self.memory_mode, device)
+
+
+def table_memory_mode(setting: str, device: torch.device) -> str:
+    """The memory mode a cost table is estimated in for a trainer's `cost_memory_mode` on `device`."""
+    if setting != "auto":
+        return setting
+    # on a GPU a FLOPs-matched derived network comes near stock's memory only lean (plain is 3-5 x stock, README);
+    # off the GPU export's "auto" trains plain
+    return "lean" if device.type == "cuda" else "plain"
 
 
 def cost_schedule(trainer_class, num_epochs: int) -> CostSchedule:
@@ -150,9 +158,11 @@ def measure_cost_table(stock_configuration, key: Mapping, device: torch.device,
     channels, classes, mode, autocast = key["input_channels"], key["num_classes"], key["memory_mode"], key["autocast"]
     batch_shape = [batch, channels, *patch]
     if network_timer is None:
-        def network_timer(network):
-            step = nnunet_step(network.to(device), batch_shape, classes, device)
-            return seconds_per_iteration(step.run, device)
+        def network_timer(network):  # one timed iteration off the GPU: a CPU step takes seconds at a real plan
+            network.to(device)
+            channels_last_on_cpu(network, device)  # as the search and the CPU retraining train
+            step = nnunet_step(network, batch_shape, classes, device)
+            return seconds_per_iteration(step.run, device, iterations=3 if device.type == "cuda" else 1)
     if op_timer is None:
         def op_timer(name, site):
             return op_seconds(name, site, batch, device, mode)
@@ -179,10 +189,76 @@ def measure_cost_table(stock_configuration, key: Mapping, device: torch.device,
                             cell_sites(width, patch, strides), measures, reference, reference_costs, stock)
 
 
+def describe_table(table: CostTable) -> list[str]:
+    """`nnunet-scnas estimate --cost`: the table per quantity (rows: each cell type's edges, grouped where they cost
+    the same; columns: the ops), the base, stock nnU-Net, and the cheapest and a random architecture's cost."""
+    key = table.key
+    lines = [f"cost table: patch {'x'.join(map(str, key['patch_size']))}, batch {key['batch_size']}, memory mode "
+             f"{key['memory_mode']}, {'CUDA autocast' if key['autocast'] else 'float32'}, {key['device']}, torch "
+             f"{key['torch']}; measured at reference width {key.get('reference_width')} (where "
+             f"{key.get('reference')} has stock nnU-Net's FLOPs); per edge, summed over the cells of each type"]
+    units = {"memory": ("training memory, MiB", 2 ** 20), "seconds": ("forward + backward, ms", 1e-3),
+             "flops": ("forward on one patch, GFLOPs", 1e9)}
+    shown = [o for o, name in enumerate(OPS) if name != "zero"]
+    for quantity, (title, unit) in units.items():
+        header = [title, *(OPS[o] for o in shown)]
+        rows = []
+        for cell_type in CELL_TYPES:
+            groups: dict[tuple, list[int]] = {}
+            for e in range(len(EDGES)):
+                groups.setdefault(tuple(table.ops[q][cell_type][e] for q in QUANTITIES), []).append(e)
+            for edges in groups.values():
+                label = f"{cell_type} ({_edges_label(edges)})"
+                rows.append([label, *(f"{table.ops[quantity][cell_type][edges[0]][o] / unit:.3g}" for o in shown)])
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  for r in [header, *rows]]
+    base, stock = table.base, table.stock
+    lines.append(f"base (stem, preprocessings, node sums, heads, loss, backward): {base['memory'] / 2 ** 20:.0f} MiB, "
+                 f"{base['seconds'] * 1e3:.0f} ms, {base['flops'] / 1e9:.3g} GFLOPs; stock nnU-Net: "
+                 f"{stock['memory'] / 2 ** 20:.0f} MiB, {stock['seconds'] * 1e3:.0f} ms, {stock['flops'] / 1e9:.3g} GFLOPs")
+    reference = genotype_cost(table, random_genotype(REFERENCE_SEED))
+    figures = []
+    for name, quantity in BUDGETED.items():
+        least, genotype = cheapest(table, quantity)
+        figures.append(f"{name}: random:{REFERENCE_SEED} {matched_ratio(table, reference, quantity):.2f} x, the "
+                       f"cheapest architecture {least:.2f} x ({_op_counts(genotype)})")
+    lines.append("at FLOPs-matched width, as multiples of stock nnU-Net's: " + "; ".join(figures))
+    return lines
+
+
+def _edges_label(edges: list[int]) -> str:
+    if len(edges) == len(EDGES):
+        return "every edge"
+    sources = {EDGE_ENDPOINTS[e][0] for e in edges}
+    where = "from the cell's inputs" if max(sources) < NUM_INPUTS else "between nodes" if min(sources) >= NUM_INPUTS \
+        else "mixed"
+    return f"{len(edges)} edge{'s' if len(edges) > 1 else ''} {where}"
+
+
+def _op_counts(genotype) -> str:
+    from nnunet_scnas.nnunet.search.report import op_histogram  # report.py imports this module
+
+    counts = op_histogram(genotype)
+    return ", ".join(f"{n} {op}" for op, n in sorted(counts.items(), key=lambda item: -item[1]) if n)
+
+
 def _plan_key(table_key_or_table) -> dict:
     key = dict(table_key_or_table.key if isinstance(table_key_or_table, CostTable) else table_key_or_table)
     key.pop("reference_width", None), key.pop("reference", None)
     return key
+
+
+def plan_cost_table(plan, device: torch.device | None = None) -> CostTable:
+    """The cost table of `estimate --cost`: at an `estimate` plan (`memory_estimate.resolve_plan`), in the memory mode
+    its search trainer's `cost_memory_mode` gives on `device` (default: the GPU if there is one, else the CPU)."""
+    from nnunet_scnas.nnunet.step_timing import timing_device
+
+    device = device or timing_device()
+    batch, channels = plan.batch_shape[0], plan.batch_shape[1]
+    key = table_key(plan.stock.patch_size, batch, plan.strides, channels, plan.plans.num_classes,
+                    table_memory_mode(plan.search_trainer.cost_memory_mode, device), device)
+    return measure_cost_table(plan.stock, key, device)
 
 
 def cached_cost_table(folder, key: Mapping, measure: Callable[[], CostTable]) -> tuple[CostTable, str]:
@@ -218,8 +294,6 @@ class SearchCost:
 
     def penalty(self, logits: Mapping[str, torch.Tensor], epoch: int) -> torch.Tensor:
         """weight(epoch) * (relu(memory excess) + relu(time excess)) of the distribution softmax(logits)."""
-        from nnunet_scnas.op_cost import budget_penalty
-
         return budget_penalty(self.table, logits, self.schedule.budget, self.schedule.weight_at(epoch))
 
     def penalty_for(self, supernet, epoch: int) -> Callable[[], torch.Tensor] | None:
