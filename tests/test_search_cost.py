@@ -13,11 +13,12 @@ from nnunet_scnas.derived import SCNASUNet
 from nnunet_scnas.errors import UserError
 from nnunet_scnas.flops import derived_flops, match_width
 from nnunet_scnas.nnunet.search.cost import (COST_TABLE_FILE, CostSchedule, SearchCost, cached_cost_table,
-                                             cost_schedule, describe_cost, warmup_line)
+                                             cost_schedule, describe_cost, describe_table, search_cost, table_key,
+                                             warmup_line)
 from nnunet_scnas.nnunet.search.state import SearchOptimizer, TemperatureSchedule
 from nnunet_scnas.nnunet.search.step import search_iteration
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
-from nnunet_scnas.op_cost import QUANTITIES, CostBudget, Measures, build_cost_table, cell_sites, op_memory
+from nnunet_scnas.op_cost import QUANTITIES, CostBudget, Measures, build_cost_table, cell_sites, cheapest, op_memory
 from nnunet_scnas.random_genotype import random_genotype
 from nnunet_scnas.sampler import tau_schedule
 from nnunet_scnas.search_memory import network_memory
@@ -188,3 +189,37 @@ def test_a_skipped_architecture_step_leaves_the_logits_and_reports_nan():
     assert np.isnan(architecture_loss) and isinstance(architecture_loss, np.ndarray)
     assert all(torch.equal(before[k], v) for k, v in supernet.alphas.items())
     assert set(QUANTITIES) == {"memory", "seconds", "flops"}
+
+
+def test_an_impossible_budget_is_refused_at_start_naming_the_cheapest(tmp_path):
+    trainer = SimpleNamespace(device=torch.device("cpu"), configuration_manager=SimpleNamespace(patch_size=[16, 32, 32]),
+                              batch_size=2, search_strides=STRIDES, num_input_channels=1, local_rank=0,
+                              label_manager=SimpleNamespace(num_segmentation_heads=2), output_folder=tmp_path)
+    key = table_key([16, 32, 32], 2, STRIDES, 1, 2, "plain", trainer.device)
+    table = synthetic_table()
+    (tmp_path / COST_TABLE_FILE).write_text(json.dumps(
+        type(table)({**key, "reference_width": 16}, table.ops, table.base, table.stock).to_dict()))
+    least = cheapest(table, "memory")[0]
+    schedule = cost_schedule(_variant(cost_weight=1.0, memory_budget=round(least * 0.9, 3), time_budget=None), 8)
+    with pytest.raises(UserError) as refusal:
+        search_cost(trainer, schedule)  # the cached table: nothing measured
+    message = str(refusal.value)
+    assert "\n" not in message and "memory_budget" in message and f"the cheapest trains in {least:.3f} x" in message
+    fine = cost_schedule(_variant(cost_weight=1.0, memory_budget=round(least * 1.1, 3), time_budget=None), 8)
+    cost, lines = search_cost(trainer, fine)
+    assert cost is not None and "reused" in lines[0] and "weight 1" in lines[1]
+    assert search_cost(trainer, cost_schedule(_variant(), 8)) == (None, [])  # today's search: nothing measured
+
+
+def test_estimate_prints_the_table_per_quantity_with_the_cheapest_architecture():
+    key = {**table_key([16, 32, 32], 2, STRIDES, 1, 2, "lean", torch.device("cpu")), "reference_width": 16,
+           "reference": "random:0"}
+    table = synthetic_table()
+    lines = describe_table(type(table)(key, table.ops, table.base, table.stock))
+    assert lines[0].startswith("cost table: patch 16x32x32, batch 2, memory mode lean, float32")
+    headers = [line for line in lines[1:-1] if "dil_sep_conv_3x3x3_r4" in line]
+    assert [h.split("  ")[0] for h in headers] == ["training memory, MiB", "forward + backward, ms",
+                                                  "forward on one patch, GFLOPs"]
+    # a synthetic table's edges all differ: one row each (a measured one groups the edges of equal cost)
+    assert len(lines) == 1 + 3 * (1 + 4 * 14) + 2 and "reduction (1 edge from the cell's inputs)" in lines[2 + 14]
+    assert "the cheapest architecture" in lines[-1] and "random:0" in lines[-1]
