@@ -22,7 +22,8 @@ which is exactly the mean of Q over architectures drawn edge by edge from p (`te
   warm-up);
 - FLOPs: as `flops.count_flops` counts them (convolutions, a multiply-add as 2, pooling left out).
 The base is what the whole derived network of a reference architecture costs (`memory.py`'s estimate, a timed
-training step, `count_flops`) minus its ops' entries, so the table is exact at the reference. Interactions it
+training step, `count_flops`) minus its ops' entries, so the table is exact at the reference (the adapter may
+estimate the base's seconds instead, `nnunet/search/cost.py`). Interactions it
 leaves out (a state's LeakyReLU shared by the conv ops that read it, a preprocessing or a cell that no op reads):
 `genotype_cost` follows the estimator on whole derived networks to within the tolerance
 `tests/test_core_op_cost.py` asserts.

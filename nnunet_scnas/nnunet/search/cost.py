@@ -152,7 +152,10 @@ def measure_cost_table(stock_configuration, key: Mapping, device: torch.device,
     """The cost table at the plan `key` names, stock nnU-Net's network from `stock_configuration`.
 
     `op_timer(name, site)` and `network_timer(network)` measure seconds (default: forward + backward of the op,
-    nnU-Net's training iteration of the network, on `device`); tests pass their own.
+    nnU-Net's training iteration of the network, on `device`); tests pass their own. The base's seconds come from
+    timing the reference's whole derived network on a GPU; on the CPU, where that takes a minute at a real plan
+    (its stem alone is a third of its FLOPs), they are estimated as the base's FLOPs at stock nnU-Net's measured
+    seconds per FLOP (both are dense convolutions and norms).
     """
     patch, batch, strides = key["patch_size"], key["batch_size"], key["strides"]
     channels, classes, mode, autocast = key["input_channels"], key["num_classes"], key["memory_mode"], key["autocast"]
@@ -165,7 +168,8 @@ def measure_cost_table(stock_configuration, key: Mapping, device: torch.device,
             return seconds_per_iteration(step.run, device, iterations=3 if device.type == "cuda" else 1)
     if op_timer is None:
         def op_timer(name, site):
-            return op_seconds(name, site, batch, device, mode)
+            # on the CPU one timed run after the warm-up: 49 ops x sites take about a second each there
+            return op_seconds(name, site, batch, device, mode, repetitions=3 if device.type == "cuda" else 1)
 
     stock_flops = count_flops(plans_network_on_meta(stock_configuration, channels, classes, False), (channels, *patch))
     stock = {"memory": network_memory(plans_network_on_meta(stock_configuration, channels, classes, True),
@@ -179,14 +183,20 @@ def measure_cost_table(stock_configuration, key: Mapping, device: torch.device,
     def derived(on: torch.device):
         with torch.device(on):
             return SCNASUNet(channels, classes, True, reference.to_dict(), width, strides, CELL_LAYOUT, mode)
+    on_gpu = device.type == "cuda"
     reference_costs = {"memory": network_memory(derived("meta"), batch_shape, autocast).total,
-                       "seconds": network_timer(derived(device)),
+                       "seconds": network_timer(derived(device)) if on_gpu else 0.0,
                        "flops": derived_flops(reference, width, input_channels=channels, num_classes=classes,
                                               patch_size=patch, strides=strides)}
     measures = Measures(memory=lambda name, site: op_memory(name, site, batch, mode, autocast), seconds=op_timer,
                         flops=op_flops)
-    return build_cost_table({**key, "reference_width": width, "reference": f"random:{REFERENCE_SEED}"},
-                            cell_sites(width, patch, strides), measures, reference, reference_costs, stock)
+    table = build_cost_table({**key, "reference_width": width, "reference": f"random:{REFERENCE_SEED}",
+                              "base_seconds": "measured" if on_gpu else "estimated from stock's seconds per FLOP"},
+                             cell_sites(width, patch, strides), measures, reference, reference_costs, stock)
+    if on_gpu:
+        return table
+    base = {**table.base, "seconds": stock["seconds"] * table.base["flops"] / stock["flops"]}
+    return CostTable(table.key, table.ops, base, table.stock)
 
 
 def describe_table(table: CostTable) -> list[str]:
@@ -245,7 +255,8 @@ def _op_counts(genotype) -> str:
 
 def _plan_key(table_key_or_table) -> dict:
     key = dict(table_key_or_table.key if isinstance(table_key_or_table, CostTable) else table_key_or_table)
-    key.pop("reference_width", None), key.pop("reference", None)
+    for measured in ("reference_width", "reference", "base_seconds"):  # results of the measurement, not its plan
+        key.pop(measured, None)
     return key
 
 
