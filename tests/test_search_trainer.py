@@ -243,3 +243,24 @@ def test_search_split_edited_to_hold_validation_cases_is_refused_on_continue(pla
     message = _refusal(planned_braintumour, tmp_path, monkeypatch, resume=True, results=results)
     assert "1 of the fold's validation cases" in message and val[0] in message and "never see" in message
     assert (folder / "bilevel_split.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_cost_aware_search_runs_through_nnunetv2_train(planned_braintumour, tmp_path):
+    """The quick cost-aware variant: the table measured at start and cached, a weights-only first epoch, the expected
+    cost recorded per epoch (what `--c` does with the cached table: `test_search_cost.py`)."""
+    trainer = "nnUNetTrainerSCNASSearch_cpuQuickCost"
+    env = planned_braintumour.env_with_results(tmp_path / "results", nnUNet_n_proc_DA="0")
+    command = [BIN / "nnUNetv2_train", planned_braintumour.dataset_id, "3d_fullres", 0, "-tr", trainer, "-device",
+               "cpu"]
+    run_command(command, env)
+    folder = fold_folder(tmp_path / "results", planned_braintumour, trainer)
+    table = json.loads((folder / "cost_table.json").read_text())
+    assert table["key"]["memory_mode"] == "plain" and table["key"]["device"].startswith("CPU")
+    history = json.loads((folder / "alpha_history.json").read_text())["epochs"]
+    assert history[0]["architecture_loss"] is None and history[1]["architecture_loss"] is not None
+    assert [h["cost"]["weight"] for h in history] == [0.0, 1.0] and history[0]["tau"] == history[1]["tau"]
+    assert all(h["cost"]["expected"]["memory"] > 0 and h["cost"]["budget"]["memory"] == 2.5 for h in history)
+    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    assert "cost table: measured in" in log and "weights-only warm-up, epoch 1 of 1" in log
+    assert "expected cost of the architecture distribution" in log

@@ -6,8 +6,10 @@ iteration is a weight step and an architecture step, each on a fresh two-op samp
 fold's validation cases are never seen. Everything else is nnU-Net's (its loss for labels, regions and ignore
 labels); `--c` resumes exactly. The per-epoch pseudo Dice is that of the current genotype on the architecture set,
 per label or region; at the end the search ranks its genotype against random ones of the space on that set
-(`search/ranking.py`). The logic lives in `nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the
-attributes its variants change (`nnUNetTrainerSCNASSearch_variants.py`).
+(`search/ranking.py`). A cost-aware variant (`cost_weight > 0`) adds the expected training cost of the architecture
+distribution to the architecture loss, after a weights-only warm-up (`search/cost.py`). The logic lives in
+`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change
+(`nnUNetTrainerSCNASSearch_variants.py`).
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -18,6 +20,7 @@ from nnunet_scnas.nnunet.memory_estimate import decide_memory_mode
 from nnunet_scnas.nnunet.plan_strides import deep_supervision_scales, scnas_strides
 from nnunet_scnas.nnunet.search.checkpoint import (check_search_checkpoint, save_atomically,
                                                  state_dict_taken_once)
+from nnunet_scnas.nnunet.search.cost import cost_schedule, search_cost, warmup_line
 from nnunet_scnas.nnunet.search.network import search_supernet
 from nnunet_scnas.nnunet.search.progress import projected_end
 from nnunet_scnas.nnunet.search.ranking import check_ranking, check_ranking_settings, draw_ranking_batches
@@ -51,6 +54,13 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
     search_loss = "nnunet"  # nnU-Net's Dice + CE, or "jaccard": the soft Jaccard loss of the paper's §3
     ranking_random_genotypes = 20  # the end-of-search ranking check against random genotypes; 0: no check
     ranking_batches = 5  # architecture-set batches each genotype of the check is evaluated on
+    # cost term (issue 26, `search/cost.py`); cost_weight 0 is today's search exactly
+    cost_weight = 0.0  # weight of relu(memory excess) + relu(time excess) in the architecture loss
+    memory_budget = 1.0  # the exported (FLOPs-matched) network trains in at most this x stock nnU-Net's memory
+    time_budget = 1.0  # ... and seconds per iteration; None switches a term off
+    warmup_fraction = 0.0  # the first share of the epochs trains the weights alone (tau held at tau_start)
+    cost_ramp_epochs = 0  # then the cost weight rises linearly over this many epochs
+    cost_memory_mode = "auto"  # the mode the table's memory is estimated in: auto = lean on CUDA, plain elsewhere
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -66,7 +76,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
                                        self.plans_manager.dataset_name)
             self.search_strides = scnas_strides(self.configuration_manager, configuration)
             check_ranking_settings(self)
-        self.report = None
+            self.cost_schedule = cost_schedule(type(self), self.num_epochs)
+        self.report = self.search_cost = None
         self.iteration = 0  # counts weight+architecture iterations over the run: it seeds each step's sample
 
     def initialize(self):
@@ -76,6 +87,10 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         with exit_on_user_error():  # before any data is loaded
             self.supernet.memory_mode, line = decide_memory_mode(self, self.memory_mode)
         self.print_to_log_file(line)
+        with exit_on_user_error():  # an impossible budget, before any data is loaded
+            self.search_cost, lines = search_cost(self, self.cost_schedule)
+        for line in lines:
+            self.print_to_log_file(line)
         if self.is_ddp:
             self.network = allow_unused_parameters(self.network)
         self._seed_data_streams()  # before nnU-Net forks its augmentation workers
@@ -102,7 +117,8 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
 
     def configure_optimizers(self):
         return (make_search_optimizer(self.network, self),
-                TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end))
+                TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end,
+                                    self.cost_schedule.warmup_epochs))
 
     def _build_loss(self):
         return build_search_loss(super()._build_loss(), self)
@@ -121,17 +137,22 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         self._seed_data_streams()
         self.iteration = self.current_epoch * self.num_iterations_per_epoch
         self.supernet.mode = "two_op"
-        self.print_to_log_file(f"tau {self.supernet.tau:.3f}, architecture lr {self.arch_lr}")
+        self.print_to_log_file(f"tau {self.supernet.tau:.3f}, architecture lr {self.arch_lr}"
+                               + warmup_line(self.cost_schedule, self.current_epoch))
 
     def train_step(self, batch: dict) -> dict:
+        epoch = self.current_epoch
         weight_loss, architecture_loss = search_iteration(
-            self.network, self.loss, self.optimizer, batch, next(self.dataloader_val), self.search_seed,
-            self.iteration, self.grad_clip, self.grad_scaler)
+            self.network, self.loss, self.optimizer, batch,
+            next(self.dataloader_val) if self.cost_schedule.trains_architecture(epoch) else None, self.search_seed,
+            self.iteration, self.grad_clip, self.grad_scaler,
+            self.search_cost and self.search_cost.penalty_for(self.supernet, epoch))
         self.iteration += 1
         return {'loss': weight_loss, 'architecture_loss': architecture_loss}
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
+        # NaN in a weights-only warm-up epoch
         self.architecture_loss = float(sum(o['architecture_loss'] for o in train_outputs) / len(train_outputs))
         if self.optimizer.plateau.observe(self.logger.get_value('train_losses', step=-1)):
             self.print_to_log_file(f"training loss plateaued for {self.plateau_patience} epochs: weight lr -> "
@@ -146,7 +167,7 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
             self.print_to_log_file(f"architecture loss {self.architecture_loss:.4f}")
             for line in self.report.record_search_epoch(
                     self.current_epoch, self.supernet, self.logger.get_value('train_losses', step=-1),
-                    self.architecture_loss, self.optimizer.param_groups[0]['lr']):
+                    self.architecture_loss, self.optimizer.param_groups[0]['lr'], self.search_cost):
                 self.print_to_log_file(line)
         super().on_epoch_end()  # logs the epoch's end time, then counts it
         if self.current_epoch == self.first_epoch + 1 and self.current_epoch < self.num_epochs:

@@ -56,3 +56,45 @@ class nnUNetTrainerSCNASSearch_cpuBenchmarkBetas09(nnUNetTrainerSCNASSearch_cpuB
 class nnUNetTrainerSCNASSearch_cpuBenchmarkJaccard(nnUNetTrainerSCNASSearch_cpuBenchmark):
     """The same search with the paper's soft Jaccard loss in place of nnU-Net's Dice + CE."""
     search_loss = "jaccard"
+
+
+class nnUNetTrainerSCNASSearch_costAware(nnUNetTrainerSCNASSearch):
+    """The search that knows the cost (issue 26): the expected training memory and time of the architecture
+    distribution, as multiples of stock nnU-Net's at FLOPs-matched width, enter the architecture loss above 1.5 x
+    (`op_cost.py`; memory in the lean mode on a GPU: export the result with `--memory lean`). DiNTS' recipe: the first
+    half of the epochs trains the weights alone (tau held), then the cost weight ramps in over 20 epochs while tau
+    anneals. Why 1.5: at BrainTumour's plan (128^3, lean) no architecture of the space reaches 1.0 x stock's memory
+    (the cheapest, all conv_3x3x3, 1.07 x by the table) and a random one needs about 1.9 x."""
+    cost_weight = 1.0
+    memory_budget = 1.5
+    time_budget = 1.5
+    warmup_fraction = 0.5
+    cost_ramp_epochs = 20
+
+
+class CPUCostTerm:
+    """The cost term of the CPU variants below (mixed in before their schedule's class): 4 of 8 (6 of 12) epochs
+    train the weights alone, then the architecture decides under the cost term, memory in the plain mode, as the CPU
+    retrains (at the embedded brain plan the cheapest architecture needs 1.6 x stock nnU-Net's memory at FLOPs-matched
+    width, a random one 3.5 x: the budget 2.5 x binds). No time budget: CPU seconds on a shared machine move with
+    its load, so the expected time is recorded, not budgeted."""
+    cost_weight = 1.0
+    memory_budget = 2.5
+    time_budget = None
+    warmup_fraction = 0.5
+    cost_ramp_epochs = 1
+
+
+class nnUNetTrainerSCNASSearch_cpuCost(CPUCostTerm, nnUNetTrainerSCNASSearch_cpu):
+    """The demo's search with the cost term; the architecture lr of the 4 epochs that train it is 0.1."""
+    arch_lr = 0.1
+
+
+class nnUNetTrainerSCNASSearch_cpuQuickCost(CPUCostTerm, nnUNetTrainerSCNASSearch_cpuQuick):
+    """Tests and `nnunet-scnas demo --quick` with the cost term: one weights-only epoch, one under the cost term."""
+
+
+class nnUNetTrainerSCNASSearch_cpuBenchmarkCost(CPUCostTerm, nnUNetTrainerSCNASSearch_cpuBenchmark):
+    """`nnunet-scnas demo --full`'s search with the cost term: its weight full from the second of the 6 epochs that
+    train the architecture."""
+    cost_ramp_epochs = 2

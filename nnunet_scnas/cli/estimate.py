@@ -1,5 +1,6 @@
-"""`nnunet-scnas estimate -d DATASET [--time]`: peak training memory of stock nnU-Net, the search and the derived
-network; with --time, seconds per iteration on this machine and the hours of the default schedules."""
+"""`nnunet-scnas estimate -d DATASET [--time] [--cost]`: peak training memory of stock nnU-Net, the search and the
+derived network; with --time, seconds per iteration on this machine and the hours of the default schedules; with
+--cost, the cost table of a cost-aware search."""
 NAME = "estimate"
 HELP = ("estimate the peak GPU memory of training at a dataset's plan (stock nnU-Net, the search without and with "
         "checkpointed cells, the derived network of an exported configuration), before training anything")
@@ -20,6 +21,11 @@ def add_arguments(parser):
                         help="also time a few real iterations on this machine's GPU (the CPU if there is none) and "
                              "print seconds per iteration and the hours of the default schedules (search; one and "
                              "five retraining folds)")
+    parser.add_argument("--cost", action="store_true",
+                        help="also measure and print the cost table of a cost-aware search at the plan (each op's "
+                             "training memory, seconds on this machine's GPU or CPU, and FLOPs; the cheapest "
+                             "architecture's memory and time against stock nnU-Net's), in the memory mode of -tr's "
+                             "cost_memory_mode")
     parser.add_argument("--fp32", action="store_true",
                         help="float32 throughout, as nnU-Net trains on the CPU (default: CUDA autocast's dtypes)")
 
@@ -36,5 +42,12 @@ def run(args) -> int:
         plan = resolve_plan(args.dataset, args.configuration, args.trainer, args.batch_size, args.stem_width,
                             args.plans)
         for line in time_plan(plan, estimate):
+            print(line, flush=True)
+    if args.cost:
+        from nnunet_scnas.nnunet.search.cost import describe_table, plan_cost_table
+
+        plan = resolve_plan(args.dataset, args.configuration, args.trainer, args.batch_size, args.stem_width,
+                            args.plans)
+        for line in describe_table(plan_cost_table(plan)):
             print(line, flush=True)
     return 0

@@ -1,9 +1,12 @@
 """What a search leaves in its fold folder, rewritten after every epoch (atomically):
 
 - `genotype.json`: the current argmax architecture (the final one when the search ends);
-- `alpha_history.json`: the architecture logits, tau, losses, entropies and op histograms per epoch;
+- `alpha_history.json`: the architecture logits, tau, losses, entropies and op histograms per epoch (a cost-aware
+  search adds `cost`: the expected memory and time of the architecture distribution and of the current genotype,
+  as multiples of stock nnU-Net's at FLOPs-matched width, the budgets and the epoch's cost weight);
 - `search_progress.png`: entropy of softmax(alpha) per cell type, and the op histogram of the current
-  genotype per epoch (collapse to parameter-free ops, the known failure of this family, shows here);
+  genotype per epoch (collapse to parameter-free ops, the known failure of this family, shows here); a cost-aware
+  search adds the expected memory and time beside the entropy;
 - `cells/<cell_type>.png`: a drawing of each cell (at the end of the search, and on demand);
 - `ranking.json`, `ranking.png`: at the end, the found genotype against random ones of the space (`ranking.py`).
 """
@@ -16,6 +19,7 @@ import torch
 
 from nnunet_scnas.atomic import atomic_path, write_json
 from nnunet_scnas.genotype import CELL_TYPES, EDGES, Genotype
+from nnunet_scnas.nnunet.search.cost import describe_cost
 from nnunet_scnas.ops import OPS
 
 SKIPPED_VALIDATION = ("Validation skipped for the search: the supernet's weights were trained for sampled "
@@ -82,13 +86,18 @@ class SearchReport:
         ]
 
     def record_search_epoch(self, epoch: int, supernet, train_loss: float, architecture_loss: float,
-                            weight_lr: float) -> list[str]:
+                            weight_lr: float, cost=None) -> list[str]:
         """Record the epoch that just ended from the supernet's logits, rewrite the fold folder's files, and
-        return the log lines (see `record_epoch`)."""
+        return the log lines (see `record_epoch`). `cost`: the search's `SearchCost`, if it has one; an
+        `architecture_loss` of NaN (a weights-only warm-up epoch) is recorded as null."""
         genotype = supernet.genotype()
-        lines = self.record_epoch(epoch, dict(supernet.alphas.items()), genotype, tau=supernet.tau,
-                                  train_loss=float(train_loss), architecture_loss=architecture_loss,
-                                  weight_lr=weight_lr)
+        logits = dict(supernet.alphas.items())
+        extra = {} if cost is None else {"cost": cost.record(logits, genotype, epoch)}
+        lines = self.record_epoch(epoch, logits, genotype, tau=supernet.tau, train_loss=float(train_loss),
+                                  architecture_loss=None if math.isnan(architecture_loss) else architecture_loss,
+                                  weight_lr=weight_lr, **extra)
+        if cost is not None:
+            lines.append(describe_cost(extra["cost"]))
         self.write(genotype)
         return lines
 
@@ -113,10 +122,15 @@ class SearchReport:
         from matplotlib.ticker import MaxNLocator
 
         epochs = [h["epoch"] for h in self.history]
+        costs = [h for h in self.history if "cost" in h]
         # nnU-Net's own progress plot changes matplotlib's global style (seaborn, huge fonts): reset it here
         with context("default"):
-            fig = Figure(figsize=(13, 4.5))
-            ax_entropy, ax_ops = fig.subplots(1, 2)
+            fig = Figure(figsize=(19 if costs else 13, 4.5))
+            if costs:
+                ax_entropy, ax_cost, ax_ops = fig.subplots(1, 3)
+                _plot_cost(ax_cost, costs)
+            else:
+                ax_entropy, ax_ops = fig.subplots(1, 2)
             for cell_type in CELL_TYPES:
                 ax_entropy.plot(epochs, [h["entropy"][cell_type] for h in self.history], marker=".",
                                 label=cell_type)
@@ -134,7 +148,7 @@ class SearchReport:
             ax_ops.set(xlabel="epoch", ylabel="edges (all 4 cell types)",
                        title="Ops of the current genotype (hatched: parameter-free)")
             ax_ops.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-            for ax in (ax_entropy, ax_ops):
+            for ax in fig.axes:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             save_figure(fig, path)
 
@@ -144,6 +158,21 @@ def save_figure(fig, path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
+
+
+def _plot_cost(ax, history: list[dict]) -> None:
+    """Expected memory and time of the architecture distribution per epoch, with their budgets (dotted)."""
+    epochs = [h["epoch"] for h in history]
+    for k, name in enumerate(("memory", "time")):
+        ax.plot(epochs, [h["cost"]["expected"][name] for h in history], marker=".", color=f"C{k}",
+                label=f"expected {name}")
+        budget = history[-1]["cost"]["budget"][name]
+        if budget is not None:
+            ax.axhline(budget, color=f"C{k}", linestyle=":", label=f"{name} budget")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set(xlabel="epoch", ylabel="x stock nnU-Net's, at FLOPs-matched width",
+           title="Expected training cost of the architecture distribution")
+    ax.legend(fontsize=8)
 
 
 def draw_cells(genotype: Genotype, folder) -> list[Path]:

@@ -101,11 +101,18 @@ def make_search_optimizer(network, settings) -> SearchOptimizer:
 class TemperatureSchedule:
     """nnU-Net steps `trainer.lr_scheduler` at the start of every epoch: the search anneals tau there.
 
-    The learning rates follow the loss instead (`PlateauSchedule`, stepped at the end of an epoch).
+    With a weights-only warm-up of `hold_epochs` epochs (`search/cost.py`), tau stays at `tau_start` through it
+    (every op sampled evenly while only the weights train) and anneals over the epochs that train the
+    architecture; `hold_epochs` 0 is the schedule of `tau_schedule` itself. The learning rates follow the loss
+    instead (`PlateauSchedule`, stepped at the end of an epoch).
     """
 
-    def __init__(self, network, num_epochs: int, tau_start: float, tau_end: float):
+    def __init__(self, network, num_epochs: int, tau_start: float, tau_end: float, hold_epochs: int = 0):
+        if not 0 <= hold_epochs < num_epochs:
+            raise ValueError(f"tau can be held for 0 to {num_epochs - 1} of {num_epochs} epochs, got {hold_epochs}")
         self.network, self.num_epochs, self.tau_start, self.tau_end = network, num_epochs, tau_start, tau_end
+        self.hold_epochs = hold_epochs
 
     def step(self, epoch: int) -> None:
-        self.network.tau = tau_schedule(epoch, self.num_epochs, self.tau_start, self.tau_end)
+        self.network.tau = tau_schedule(epoch - self.hold_epochs, self.num_epochs - self.hold_epochs, self.tau_start,
+                                        self.tau_end)

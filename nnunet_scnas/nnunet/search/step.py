@@ -62,8 +62,9 @@ def allow_unused_parameters(network: DDP) -> DDP:
 
 
 def search_iteration(network: torch.nn.Module, loss, optimizer: SearchOptimizer, weight_batch: dict,
-                     architecture_batch: dict, search_seed: int, iteration: int, grad_clip: float,
-                     grad_scaler=None) -> tuple[np.ndarray, np.ndarray]:
+                     architecture_batch: dict | None, search_seed: int, iteration: int, grad_clip: float,
+                     grad_scaler=None, architecture_penalty: Callable[[], torch.Tensor] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Weight step on `weight_batch`, then architecture step on `architecture_batch`; returns both losses.
 
     Args:
@@ -71,10 +72,13 @@ def search_iteration(network: torch.nn.Module, loss, optimizer: SearchOptimizer,
         loss: nnU-Net's loss, `loss(output, target)` (deep supervision included).
         optimizer: both optimizers; each step zeroes both, so neither step sees the other's gradients. It also
             owns the architecture step's GradScaler (`SearchOptimizer.architecture_scaler_for`).
-        weight_batch, architecture_batch: nnU-Net batches, `{'data': [N, C, X, Y, Z], 'target': tensor or list}`.
+        weight_batch, architecture_batch: nnU-Net batches, `{'data': [N, C, X, Y, Z], 'target': tensor or list}`;
+            `architecture_batch` None skips the architecture step (a weights-only warm-up): its loss is then NaN.
         search_seed, iteration: with the step, they fix the two-op sample (see the module docstring).
         grad_clip: gradient norm clipping of the stepped parameters (nnU-Net's 12).
         grad_scaler: nnU-Net's GradScaler (the weight step's), or None: then neither step scales.
+        architecture_penalty: a term the architecture step adds to its loss (a function of the logits alone, e.g. the
+            cost term, `search/cost.py`); None (the default) runs the architecture step exactly as without one.
     """
     supernet = unwrap(network)
     architecture_scaler = None if grad_scaler is None else \
@@ -83,10 +87,12 @@ def search_iteration(network: torch.nn.Module, loss, optimizer: SearchOptimizer,
         weight_loss = _step(network, loss, optimizer, weight_batch, optimizer.weights,
                             sample_generator(search_seed, iteration, WEIGHT_STEP), grad_clip, grad_scaler,
                             _backward)
+    if architecture_batch is None:
+        return weight_loss, np.array(np.nan)
     with supernet.frozen_weights(), network.no_sync() if isinstance(network, DDP) else nullcontext():
         architecture_loss = _step(network, loss, optimizer, architecture_batch, optimizer.architecture,
                                   sample_generator(search_seed, iteration, ARCHITECTURE_STEP), grad_clip,
-                                  architecture_scaler, _logit_gradients)
+                                  architecture_scaler, _logit_gradients, architecture_penalty)
     return weight_loss, architecture_loss
 
 
@@ -127,7 +133,8 @@ def _averaged(gradients: Sequence[torch.Tensor | None], group) -> list[torch.Ten
 
 def _step(network, loss, optimizer: SearchOptimizer, batch: dict, step_optimizer: torch.optim.Optimizer,
           generator: torch.Generator, grad_clip: float, scaler,
-          set_gradients: Callable[[torch.nn.Module, torch.Tensor, list[torch.nn.Parameter]], None]) -> np.ndarray:
+          set_gradients: Callable[[torch.nn.Module, torch.Tensor, list[torch.nn.Parameter]], None],
+          penalty: Callable[[], torch.Tensor] | None = None) -> np.ndarray:
     device = next(network.parameters()).device
     data = batch['data'].to(device, non_blocking=True)
     target = batch['target']
@@ -138,6 +145,8 @@ def _step(network, loss, optimizer: SearchOptimizer, batch: dict, step_optimizer
     # autocast on CUDA only, as nnU-Net does (slow on the CPU)
     with torch.autocast(device.type) if device.type == 'cuda' else nullcontext():
         value = loss(network(data), target)
+    if penalty is not None:  # in float32, outside autocast: a function of the logits alone
+        value = value + penalty()
     params = [p for group in step_optimizer.param_groups for p in group['params']]
     set_gradients(network, value if scaler is None else scaler.scale(value), params)
     if scaler is not None:
