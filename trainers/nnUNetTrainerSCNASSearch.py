@@ -1,15 +1,11 @@
 """`nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainerSCNASSearch`: the SCNAS architecture search.
 
-Bi-level and first-order (paper §2.2, Algorithm 1): the fold's training cases are split 4:1 into a weight set
-(nnU-Net's "train" loader) and an architecture set (its "val" loader: random patches, no augmentation); each
-iteration is a weight step and an architecture step, each on a fresh two-op sample (`search/step.py`). The
-fold's validation cases are never seen. Everything else is nnU-Net's (its loss for labels, regions and ignore
-labels); `--c` resumes exactly. The per-epoch pseudo Dice is that of the current genotype on the architecture set,
-per label or region; at the end the search ranks its genotype against random ones of the space on that set
-(`search/ranking.py`). A cost-aware variant (`cost_weight > 0`) adds the expected training cost of the architecture
-distribution to the architecture loss, after a weights-only warm-up (`search/cost.py`). The logic lives in
-`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change
-(`nnUNetTrainerSCNASSearch_variants.py`).
+Bi-level and first-order (paper §2.2, Algorithm 1): the fold's training cases split 4:1 into a weight set (nnU-Net's
+"train" loader) and an architecture set (its "val" loader); each iteration is a weight step and an architecture
+step on fresh two-op samples; the fold's validation cases are never seen. The pseudo Dice is the current genotype's
+on the architecture set; at the end the genotype is ranked against random ones there. A cost-aware variant adds the
+expected training cost to the architecture loss after a weights-only warm-up. The logic lives in
+`nnunet_scnas/nnunet/search/`; this class holds nnU-Net's hooks and the attributes its variants change.
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -25,43 +21,16 @@ from nnunet_scnas.nnunet.search.network import search_supernet
 from nnunet_scnas.nnunet.search.progress import projected_end
 from nnunet_scnas.nnunet.search.ranking import check_ranking, check_ranking_settings, draw_ranking_batches
 from nnunet_scnas.nnunet.search.report import SKIPPED_VALIDATION, SearchReport
+from nnunet_scnas.nnunet.search.settings import SearchSettings
 from nnunet_scnas.nnunet.search.split import search_datasets
 from nnunet_scnas.nnunet.search.state import TemperatureSchedule, make_search_optimizer, seed_everything, seed_from
 from nnunet_scnas.nnunet.search.step import allow_unused_parameters, search_iteration
 from nnunet_scnas.nnunet.training.cpu_layout import channels_last_on_cpu
 from nnunet_scnas.nnunet.training.jaccard_loss import build_search_loss
-from nnunet_scnas.sampler import TAU_END, TAU_START
 from nnunet_scnas.supernet import SCNASSupernet
 
 
-class nnUNetTrainerSCNASSearch(nnUNetTrainer):
-    # Search hyperparameters (paper §2.2 and §3). Variants change these class attributes, never the constructor.
-    search_epochs = 200
-    search_iterations_per_epoch = 250
-    search_val_iterations_per_epoch = 20
-    stem_width = 48
-    weight_lr = 0.025
-    weight_betas = (0.1, 0.001)  # as printed in the paper
-    arch_lr = 3e-3
-    arch_betas = (0.5, 0.999)
-    plateau_patience = 20  # epochs without a lower training loss before the weight LR is multiplied by 0.1
-    plateau_factor = 0.1
-    tau_start = TAU_START
-    tau_end = TAU_END
-    search_seed = 12345  # the 4:1 split, the initial supernet, the architecture samples and the data streams
-    grad_clip = 12.0  # nnU-Net's own clipping norm
-    memory_mode = "auto"  # plain / lean / cells, or "auto": on CUDA the fastest whose worst case fits (macro.py)
-    search_loss = "nnunet"  # nnU-Net's Dice + CE, or "jaccard": the soft Jaccard loss of the paper's §3
-    ranking_random_genotypes = 20  # the end-of-search ranking check against random genotypes; 0: no check
-    ranking_batches = 5  # architecture-set batches each genotype of the check is evaluated on
-    # cost term (issue 26, `search/cost.py`); cost_weight 0 is today's search exactly
-    cost_weight = 0.0  # weight of relu(memory excess) + relu(time excess) in the architecture loss
-    memory_budget = 1.0  # the exported (FLOPs-matched) network trains in at most this x stock nnU-Net's memory
-    time_budget = 1.0  # ... and seconds per iteration; None switches a term off
-    warmup_fraction = 0.0  # the first share of the epochs trains the weights alone (tau held at tau_start)
-    cost_ramp_epochs = 0  # then the cost weight rises linearly over this many epochs
-    cost_memory_mode = "auto"  # the mode the table's memory is estimated in: auto = lean on CUDA, plain elsewhere
-
+class nnUNetTrainerSCNASSearch(SearchSettings, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         with exit_on_user_error():  # before nnU-Net's constructor asserts on bad labels with a traceback
@@ -84,12 +53,10 @@ class nnUNetTrainerSCNASSearch(nnUNetTrainer):
         seed_everything(self.search_seed)  # the same initial supernet on every rank
         super().initialize()
         channels_last_on_cpu(self.network, self.device)
-        with exit_on_user_error():  # before any data is loaded
-            self.supernet.memory_mode, line = decide_memory_mode(self, self.memory_mode)
-        self.print_to_log_file(line)
-        with exit_on_user_error():  # an impossible budget, before any data is loaded
-            self.search_cost, lines = search_cost(self, self.cost_schedule)
-        for line in lines:
+        with exit_on_user_error():  # a GPU too small or an impossible budget: before any data is loaded
+            self.supernet.memory_mode, memory_line = decide_memory_mode(self, self.memory_mode)
+            self.search_cost, cost_lines = search_cost(self, self.cost_schedule)
+        for line in (memory_line, *cost_lines):
             self.print_to_log_file(line)
         if self.is_ddp:
             self.network = allow_unused_parameters(self.network)
