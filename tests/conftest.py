@@ -7,6 +7,8 @@ import shutil
 import pytest
 import torch
 
+from nnunet_scnas.cli.main import main
+
 from helpers import (BIN, NNUNET_PATH_VARIABLES, Retraining, epochs_started, fold_folder,
                      kill_at_a_random_moment_of_epoch, plan_dataset, random_genotype, run_command, search_command)
 
@@ -55,18 +57,40 @@ def nnunet_env_base():
     return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
 
 
+def _private_plans(dataset, root, monkeypatch):
+    folder = root / "nnUNet_preprocessed" / dataset.name
+    folder.mkdir(parents=True)
+    (folder / "nnUNetPlans.json").write_bytes(dataset.pristine_plans)
+    shutil.copy(dataset.preprocessed / "dataset.json", folder / "dataset.json")
+    for variable in NNUNET_PATH_VARIABLES:
+        (root / variable).mkdir(exist_ok=True)
+        monkeypatch.setenv(variable, str(root / variable))
+    return folder / "nnUNetPlans.json"
+
+
 @pytest.fixture
 def private_plans(planned_braintumour, tmp_path, monkeypatch):
     """A private nnUNet_preprocessed holding the brain set's pristine plans and dataset.json (all that export-plans
     and estimate read), nnU-Net's folder variables pointing there; returns the plans file."""
-    folder = tmp_path / "nnUNet_preprocessed" / planned_braintumour.name
-    folder.mkdir(parents=True)
-    (folder / "nnUNetPlans.json").write_bytes(planned_braintumour.pristine_plans)
-    shutil.copy(planned_braintumour.preprocessed / "dataset.json", folder / "dataset.json")
-    for variable in NNUNET_PATH_VARIABLES:
-        (tmp_path / variable).mkdir(exist_ok=True)
-        monkeypatch.setenv(variable, str(tmp_path / variable))
-    return folder / "nnUNetPlans.json"
+    return _private_plans(planned_braintumour, tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def plain_unet_exported(planned_braintumour, tmp_path_factory):
+    """The bytes of the brain set's plans after `export-plans -g plain_unet --width 8` (configuration
+    3d_fullres_scnas), exported once for the session: each export traces the stock and the derived network
+    (seconds). For tests that start from some exported plans; test_export_plans.py tests the export itself."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        plans = _private_plans(planned_braintumour, tmp_path_factory.mktemp("plain_unet_exported"), monkeypatch)
+        assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    return plans.read_bytes()
+
+
+@pytest.fixture
+def exported_plans(private_plans, plain_unet_exported):
+    """`private_plans` holding the plans of `plain_unet_exported` (a private copy: tests may edit it)."""
+    private_plans.write_bytes(plain_unet_exported)
+    return private_plans
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def test_demo_workdir_that_is_a_file_or_cannot_be_written(workdir, expected, tmp
 
 
 def _edit_exported_configuration(plans_file: Path, edit) -> None:
-    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
+    """Hand-edits the configuration `exported_plans` holds (plain_unet, width 8)."""
     plans = json.loads(plans_file.read_text())
     edit(plans["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"])
     plans_file.write_text(json.dumps(plans, indent=4))
@@ -52,24 +52,24 @@ HAND_EDITS = [
 
 
 @pytest.mark.parametrize("edit, expected", HAND_EDITS)
-def test_hand_edited_architecture_of_an_exported_configuration(edit, expected, private_plans, capsys):
-    _edit_exported_configuration(private_plans, edit)
+def test_hand_edited_architecture_of_an_exported_configuration(edit, expected, exported_plans, capsys):
+    _edit_exported_configuration(exported_plans, edit)
     capsys.readouterr()
-    before = tree(private_plans.parent)
+    before = tree(exported_plans.parent)
     assert main(["estimate", "-d", "951", "-c", "3d_fullres_scnas"]) == 2
     err = one_line_error(capsys)
     assert expected in err and "re-export it" in err
-    assert tree(private_plans.parent) == before
+    assert tree(exported_plans.parent) == before
 
 
 @pytest.mark.parametrize("edit, expected", HAND_EDITS)
-def test_hand_edited_architecture_ends_nnunets_own_commands_in_one_line(edit, expected, private_plans):
+def test_hand_edited_architecture_ends_nnunets_own_commands_in_one_line(edit, expected, exported_plans):
     # nnUNetv2_train and nnUNetv2_predict build the network through the trainer's build_network_architecture:
     # what ends the process there is a SystemExit with one line, which Python prints without a traceback
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    _edit_exported_configuration(private_plans, edit)
-    plans = PlansManager(str(private_plans))
+    _edit_exported_configuration(exported_plans, edit)
+    plans = PlansManager(str(exported_plans))
     with pytest.raises(SystemExit) as exit_:
         nnUNetTrainer.build_network_architecture(plans, plans.get_configuration("3d_fullres_scnas"), 4, 4, True)
     message = str(exit_.value.code)

@@ -141,9 +141,8 @@ def test_estimate_prints_stock_search_and_derived_rows(private_plans, capsys):
     assert checkpointed <= lean < plain  # printed to 0.01 GiB: at this tiny plan lean and cells may tie
 
 
-def _old_layout(plans_file):
-    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
-    plans = json.loads(plans_file.read_text())
+def _old_layout(plans_file, exported: bytes):
+    plans = json.loads(exported)
     del plans["configurations"]["3d_fullres_scnas"]["architecture"]["arch_kwargs"]["cell_layout"]
     plans_file.write_text(json.dumps(plans))
 
@@ -157,10 +156,10 @@ def _old_layout(plans_file):
     (["-d", "960"], "plan and preprocess the dataset first"),
     (["-d", "951", "-c", "3d_fullres_scnas"], "old cell layout"),
 ])
-def test_bad_input_is_one_line(arguments, expected, private_plans, capsys):
+def test_bad_input_is_one_line(arguments, expected, private_plans, plain_unet_exported, capsys):
     (Path(os.environ["nnUNet_raw"]) / "Dataset960_NotPreprocessed").mkdir()
     if "3d_fullres_scnas" in arguments:
-        _old_layout(private_plans)
+        _old_layout(private_plans, plain_unet_exported)
     capsys.readouterr()
     before = private_plans.read_bytes()
     assert main(["estimate", *arguments]) == 2
@@ -174,9 +173,7 @@ def _seconds_and_hours(line: str) -> tuple[float, list[float]]:
     return seconds, [float(part.split(" h")[0].split()[-1]) for part in line.split("; ")[1].split(", ")]
 
 
-def test_estimate_time_times_the_cpu_and_says_so(private_plans, capsys):
-    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
-    capsys.readouterr()
+def test_estimate_time_times_the_cpu_and_says_so(exported_plans, capsys):
     assert main(["estimate", "-d", "951", "-c", "3d_fullres_scnas", "-tr", "nnUNetTrainerSCNASSearch_cpuQuick",
                  "--time"]) == 0
     out = capsys.readouterr().out

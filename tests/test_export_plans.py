@@ -232,11 +232,9 @@ def test_bad_dataset_or_configuration_is_one_line_and_leaves_plans_unchanged(arg
     _expect_one_line_error(argv, capsys, expected, plans_file)
 
 
-def test_existing_configuration_is_kept_without_force(plans_file, capsys):
-    assert main(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "8"]) == 0
-    capsys.readouterr()
+def test_existing_configuration_is_kept_without_force(exported_plans, capsys):
     _expect_one_line_error(["export-plans", "-d", "951", "-g", "plain_unet", "--width", "12"], capsys,
-                           "already has a configuration '3d_fullres_scnas'", plans_file)
+                           "already has a configuration '3d_fullres_scnas'", exported_plans)
 
 
 @pytest.mark.parametrize("width", ["0", "-4", "2.5", "wide", "6", "2"])

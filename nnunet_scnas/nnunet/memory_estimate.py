@@ -250,6 +250,9 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     plan = resolve_plan(dataset, configuration, trainer, batch_size, stem_width, plans_name)
     plans, stock, batch_shape, width = plan.plans, plan.stock, plan.batch_shape, plan.stem_width
     input_channels = batch_shape[1]
+    # built first (on meta: no cost): a configuration of the old layout or edited by hand is refused before the
+    # search's traces, which take a minute on a busy CPU
+    derived = derived_network(plans, configuration, input_channels) if plan.exported else None
     rows = [EstimateRow(f"stock nnU-Net ({plan.stock_name})", stock.network_arch_class_name.rsplit(".", 1)[-1],
                         network_memory(plans_network_on_meta(stock, input_channels, plans.num_classes, True),
                                        batch_shape, autocast))]
@@ -259,11 +262,10 @@ def estimate_plan(dataset: str, configuration: str = "3d_fullres", trainer: str 
     for case, estimates in (("first samples", search.typical), ("worst case", search.worst)):
         rows += [EstimateRow(f"search ({trainer})", f"stem {width}, {case}{MODE_DETAIL[mode]}", estimates[mode])
                  for mode in MEMORY_MODES]
-    if plan.exported:
+    if derived is not None:
         requested = plans.configuration(configuration)
         recorded = requested.network_arch_init_kwargs.get("memory_mode", "plain")
-        for mode, estimate in network_memories(derived_network(plans, configuration, input_channels), batch_shape,
-                                               autocast).items():
+        for mode, estimate in network_memories(derived, batch_shape, autocast).items():
             detail = (f"stem {requested.network_arch_init_kwargs['stem_width']}{MODE_DETAIL[mode]}"
                       + (" (the configuration's mode)" if mode == recorded else
                          " (auto: the fastest mode that fits the GPU)" if recorded == "auto" and mode == "plain" else ""))
