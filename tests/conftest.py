@@ -13,6 +13,14 @@ from helpers import (BIN, NNUNET_PATH_VARIABLES, Retraining, epochs_started, fol
                      kill_at_a_random_moment_of_epoch, plan_dataset, random_genotype, run_command, search_command)
 
 
+# the longest files (minutes each on 2 cores) start first, so that the two test workers end together
+LONGEST_FILES = ("test_demo.py", "test_faults.py", "test_regions.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)  # stable: the rest keep their order
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny volumes run as fast on one thread, and one thread does not collapse when other jobs share the cores."""
