@@ -80,8 +80,8 @@ class SCNASSupernet(UNetMacro):
         """Weight 1 on `genotype`'s op of every edge, 0 elsewhere, on the logits' device; the ops to run are read
         from the genotype on the host."""
         like = self.alphas[CELL_TYPES[0]]
-        return {ct: EdgeWeights(_one_hot(genotype, ct).to(like), _rows(_one_hot(genotype, ct) != 0))
-                for ct in CELL_TYPES}
+        hot = {ct: _one_hot(genotype, ct) for ct in CELL_TYPES}
+        return {ct: EdgeWeights(one_hot.to(like), _rows(one_hot != 0)) for ct, one_hot in hot.items()}
 
     @contextmanager
     def evaluating(self, genotype: Genotype):
