@@ -401,3 +401,27 @@ def test_cli_versus_adds_a_contrast_and_prints_the_verdicts(results, capsys, tmp
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "search vs nnU-Net: " in out and "search vs r0 (best of r0, r1): " in out
+
+
+def test_closing_lines_name_each_networks_cost_and_read_only_what_the_cases_support(comparison, results,
+                                                                                    tmp_path):
+    import dataclasses
+
+    from nnunet_scnas.nnunet.compare.comparison import AVERAGE, FoldStatistics
+    from nnunet_scnas.nnunet.compare.reading import cost_lines, reading
+
+    lines = cost_lines(comparison)
+    assert [line.split()[0] for line in lines] == [m.method.name for m in comparison.methods]
+    for line, method in zip(lines, comparison.methods):
+        assert f"{statistics.median(METHODS[method.method.name][2]):.1f} s/epoch" in line
+        assert f"training memory {method.cost.training_memory / 2 ** 30:.2f} GiB" in line
+    averages = {m.method.name: comparison.dice[m.method.name, AVERAGE].mean for m in comparison.methods}
+    best = max(averages, key=averages.get)
+    text = reading(comparison)
+    assert text.startswith(f"average Dice (%) {best} {averages[best]:.1f}") and "verdicts" in text  # 12 cases
+    one_fold = compare(DATASET, folds=(0,), output_dir=tmp_path)  # 4 cases: nothing can be tested
+    assert "with 4 validation cases no difference can be tested: a demonstration that every network learns" \
+        in reading(one_fold)
+    label, name = next(iter(one_fold.labels.items()))
+    missed = dataclasses.replace(one_fold, dice={**one_fold.dice, ("SCNAS", label): FoldStatistics({0: 0.0})})
+    assert f"SCNAS found no {name}" in reading(missed) and "every network learns" not in reading(missed)

@@ -56,3 +56,19 @@ def test_stage_titles_are_unique_in_every_profile(tmp_path):
     for name in PROFILES:
         titles = [stage.title for stage in Demo(tmp_path / name, name, "cpu").stages()]
         assert len(set(titles)) == len(titles), name
+
+
+def test_the_default_demo_trains_at_equal_memory_and_adds_the_transfer_only_when_asked(tmp_path):
+    demo = Demo(tmp_path / "run", "default", "cpu")
+    titles = [stage.title for stage in demo.stages()]
+    assert "export fold 0's genotype as configuration 3d_fullres_scnas_fold0 (width auto, matched by memory)" in titles
+    assert demo.datasets() == (BRAIN_ID,) and not any("CT-like" in title for title in titles)
+    demo.done = titles  # a finished demo
+    demo._save_state()
+    # `demo --transfer` in its folder: the same settings, the transfer's stages after the finished ones
+    transfer = Demo(tmp_path / "run", "default", "cpu", transfer=True)
+    extended = [stage.title for stage in transfer.stages()]
+    assert extended[:len(titles)] == titles and transfer.done == titles
+    assert "compare on the CT-like set" in extended[len(titles):] and transfer.datasets() == (BRAIN_ID, LUNG_ID)
+    # the quick and full profiles always transfer
+    assert all(Demo(tmp_path / name, name, "cpu").datasets() == (BRAIN_ID, LUNG_ID) for name in ("quick", "full"))

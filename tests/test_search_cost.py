@@ -80,6 +80,22 @@ def test_tau_is_held_through_the_warmup_then_anneals_over_the_rest():
         TemperatureSchedule(network, 8, 5.0, 0.5, 8)
 
 
+def test_architecture_lr_follows_the_poly_schedule_over_the_architecture_epochs_and_resumes_by_epoch():
+    logit = torch.nn.Parameter(torch.zeros(3))
+
+    def lrs(poly, epochs):
+        optimizer = torch.optim.Adam([logit], lr=0.1)
+        schedule = TemperatureSchedule(SimpleNamespace(tau=None), 8, 5.0, 0.5, 4, optimizer, poly)
+        return [schedule.step(e) or optimizer.param_groups[0]["lr"] for e in epochs]
+    assert lrs(False, range(8)) == [0.1] * 8  # today's: constant
+    decayed = lrs(True, range(8))
+    assert decayed[:5] == [0.1] * 5  # the warm-up and the first architecture epoch at the full lr
+    assert decayed[7] == pytest.approx(0.1 * (1 / 4) ** 0.9) and decayed[4] > decayed[5] > decayed[6] > decayed[7]
+    assert lrs(True, [6]) == [decayed[6]]  # a resumed search (--c) gets the lr of its epoch, nothing saved
+    with pytest.raises(ValueError, match="architecture optimizer"):
+        TemperatureSchedule(SimpleNamespace(tau=None), 8, 5.0, 0.5, 4, None, True)
+
+
 # ---------------------------------------------------------------- the cached table
 
 def test_cached_table_is_reused_at_the_same_key_and_measured_again_at_another(tmp_path):

@@ -83,9 +83,10 @@ class nnUNetTrainerSCNASSearch(SearchSettings, nnUNetTrainer):
         return deep_supervision_scales(self.search_strides) if self.enable_deep_supervision else None
 
     def configure_optimizers(self):
-        return (make_search_optimizer(self.network, self),
-                TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end,
-                                    self.cost_schedule.warmup_epochs))
+        optimizer = make_search_optimizer(self.network, self)
+        return optimizer, TemperatureSchedule(self.network, self.num_epochs, self.tau_start, self.tau_end,
+                                              self.cost_schedule.warmup_epochs, optimizer.architecture,
+                                              self.arch_lr_poly)
 
     def _build_loss(self):
         return build_search_loss(super()._build_loss(), self)
@@ -104,7 +105,8 @@ class nnUNetTrainerSCNASSearch(SearchSettings, nnUNetTrainer):
         self._seed_data_streams()
         self.iteration = self.current_epoch * self.num_iterations_per_epoch
         self.supernet.mode = "two_op"
-        self.print_to_log_file(f"tau {self.supernet.tau:.3f}, architecture lr {self.arch_lr}"
+        self.print_to_log_file(f"tau {self.supernet.tau:.3f}, architecture lr "
+                               f"{self.optimizer.architecture.param_groups[0]['lr']:.3g}"
                                + warmup_line(self.cost_schedule, self.current_epoch))
 
     def train_step(self, batch: dict) -> dict:

@@ -77,12 +77,15 @@ class CPUCostTerm:
     train the weights alone, then the architecture decides under the cost term, memory in the plain mode, as the CPU
     retrains (at the embedded brain plan the cheapest architecture needs 1.6 x stock nnU-Net's memory at FLOPs-matched
     width, a random one 3.5 x: the budget 2.5 x binds). No time budget: CPU seconds on a shared machine move with
-    its load, so the expected time is recorded, not budgeted."""
+    its load, so the expected time is recorded, not budgeted. The architecture lr decays over the epochs that train
+    the architecture (nnU-Net's poly schedule): with a constant one, near-tied parameter-free ops (equal cost, no
+    gradient between them) kept flipping to the last epoch."""
     cost_weight = 1.0
     memory_budget = 2.5
     time_budget = None
     warmup_fraction = 0.5
     cost_ramp_epochs = 1
+    arch_lr_poly = True
 
 
 class nnUNetTrainerSCNASSearch_cpuCost(CPUCostTerm, nnUNetTrainerSCNASSearch_cpu):

@@ -1,6 +1,6 @@
 NAME = "demo"
 HELP = ("run the whole method on the embedded data: search, export, retrain vs stock nnU-Net and random "
-        "architectures, compare, transfer")
+        "architectures, compare; with --transfer, the transfer to a CT-like set")
 
 
 def add_arguments(parser):
@@ -11,6 +11,10 @@ def add_arguments(parser):
     size.add_argument("--full", action="store_true",
                       help="the benchmark: a search per fold on all 5 folds, two random architectures, two search "
                            "variants on fold 0, the transfer on 5 folds; a few hours on 2 CPU cores, resumable")
+    parser.add_argument("--transfer", action="store_true",
+                        help="also the transfer: fold 0's genotype trained on the CT-like set beside stock nnU-Net "
+                             "and a random architecture (about 12 more minutes; in a finished demo's folder it adds "
+                             "only these stages; --quick and --full always include it)")
     parser.add_argument("--workdir", default=None,
                         help="folder for nnU-Net's raw/preprocessed/results folders of the demo "
                              "(default: ./scnas_demo, with --full ./scnas_benchmark); re-running with the same "
@@ -24,5 +28,5 @@ def run(args) -> int:
 
     profile = "quick" if args.quick else "full" if args.full else "default"
     workdir = args.workdir or ("scnas_benchmark" if args.full else "scnas_demo")
-    Demo(workdir, profile=profile, device=args.device, force=args.force).run()
+    Demo(workdir, profile=profile, device=args.device, force=args.force, transfer=args.transfer).run()
     return 0

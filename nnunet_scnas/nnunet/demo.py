@@ -2,12 +2,14 @@
 
 brain-tumour-like set -> plan/preprocess -> one architecture search per fold, on that fold's training cases
 only -> each fold's genotype exported as its own plans configuration (`3d_fullres_scnas_fold<F>`), width
-FLOPs-matched to stock nnU-Net; random architectures exported the same way -> stock nnU-Net, the searched
-and the random networks trained with one trainer and budget, fold by fold -> nnU-Net's validation ->
-comparison (tables, paired tests, verdicts, report.html); then fold 0's genotype transferred to the CT-like
-set (`3d_fullres_scnas`), trained and compared there beside stock nnU-Net and a random architecture.
-Profiles: `quick` (tests: minutes, numbers mean nothing), `default` (fold 0 and one random architecture, ~20 minutes on 2 cores) and
-`full` (the benchmark: 5 folds, two random architectures, two search variants on fold 0; hours).
+matched to stock nnU-Net (its FLOPs, or its training memory); random architectures exported the same way ->
+stock nnU-Net, the searched and the random networks trained with one trainer and budget, fold by fold ->
+nnU-Net's validation -> comparison (tables, paired tests, verdicts, report.html); then (the transfer) fold 0's
+genotype exported for the CT-like set (`3d_fullres_scnas`), trained and compared there beside stock nnU-Net and a
+random architecture.
+Profiles: `quick` (tests: minutes, numbers mean nothing), `default` (fold 0, the cost-aware search, one random
+architecture, every network at stock nnU-Net's training memory; under 20 minutes on 2 cores, the transfer only with
+`--transfer`) and `full` (the benchmark: 5 folds, two random architectures, two search variants on fold 0; hours).
 
 The working folder holds nnU-Net's three folders and `demo_state.json`: a re-run with the same settings
 skips the finished stages (and resumes an interrupted training with `--c`); other settings are refused
@@ -48,15 +50,20 @@ class DemoProfile:
     lung_cases: int
     brain_size: int | None  # make-dataset --size (None: the dataset's default)
     lung_size: int | None
-    width: str  # export-plans --width: "auto" matches stock nnU-Net's FLOPs
+    width: str  # export-plans --width: "auto" matches stock nnU-Net's `match`
+    match: str = "flops"  # export-plans --match: "flops" or "memory" (training memory, in the mode it trains in)
     random_seeds: tuple[int, ...] = ()  # random architectures (random:SEED), the baseline a search must beat
     search_variants: tuple[SearchVariant, ...] = ()
+    transfer: bool = True  # the CT-like half runs; False: only with `demo --transfer`
 
 
 PROFILE_FLAGS = {"default": "", "quick": " --quick", "full": " --full"}
 PROFILES = {
-    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpu", "nnUNetTrainerCPUBudget", (0,), 20, 10, None, None, "auto",
-                           random_seeds=(0,)),
+    # fewer, longer trainings (288 iterations: at 72 stock nnU-Net learned the smaller tumour labels in some runs
+    # only), each network at stock nnU-Net's training memory (cheaper per step than at its FLOPs), the transfer
+    # separate: under 20 minutes on 2 cores
+    "default": DemoProfile("nnUNetTrainerSCNASSearch_cpuCost", "nnUNetTrainerCPUBenchmark", (0,), 20, 10, None, None,
+                           "auto", match="memory", random_seeds=(0,), transfer=False),
     # the whole chain with the least work: 7 cases (5 to train on in fold 0, the search's minimum), the
     # smallest volumes that take three downsamplings, and a narrow derived network
     "quick": DemoProfile("nnUNetTrainerSCNASSearch_cpuQuick", "nnUNetTrainerCPUBudget_quick", (0,), 7, 5, 40, 40, "8",
@@ -85,11 +92,14 @@ def _make_dataset(name: str, raw: Path, cases: int, size: int | None, dataset_id
     print(f"wrote {folder}", flush=True)
 
 
-def _export_plans(dataset_id: int, genotype: str, width: str, target: str) -> None:
-    from nnunet_scnas.nnunet.export.plans_export import export_plans
+def _export_plans(dataset_id: int, genotype: str, target: str, profile: DemoProfile, device: str) -> None:
+    from nnunet_scnas.nnunet.export.plans_export import AUTO, export_plans
 
-    width = width if width == "auto" else int(width)
-    print(export_plans(str(dataset_id), genotype, target=target, width=width, force=True).summary(), flush=True)
+    width = profile.width if profile.width == "auto" else int(profile.width)
+    # at equal memory, the mode the network trains in: the CPU trains in plain (lean saves memory on a GPU only)
+    memory_mode = "plain" if profile.match == "memory" and device == "cpu" else AUTO
+    print(export_plans(str(dataset_id), genotype, target=target, width=width, force=True, match=profile.match,
+                       memory_mode=memory_mode).summary(), flush=True)
 
 
 def check_device(device: str) -> None:
@@ -107,17 +117,23 @@ def random_name(seed: int) -> str:
 class Demo(StagedRun):
     kind = "demo"
 
-    def __init__(self, workdir, profile: str, device: str, force: bool = False):
+    def __init__(self, workdir, profile: str, device: str, force: bool = False, transfer: bool = False):
         if profile not in PROFILES:
             raise UserError(f"unknown demo profile {profile!r}; valid: {', '.join(PROFILES)}")
         self.profile_name, self.profile = profile, PROFILES[profile]
         check_device(device)
         self.device = device
+        self.transfer = transfer or self.profile.transfer
         settings = {"profile": profile, "device": device, "nnunet_scnas": __version__, "recipe": RECIPE,
                     **json.loads(json.dumps(asdict(self.profile)))}  # tuples as lists: as the state file has them
+        # the transfer only adds stages after the others: `demo --transfer` continues a finished demo's folder
+        del settings["transfer"]
         super().__init__(workdir, settings, force)
 
     # ---------------------------------------------------------------------------------------------- where
+
+    def datasets(self) -> tuple[int, ...]:
+        return (BRAIN_ID, LUNG_ID) if self.transfer else (BRAIN_ID,)
 
     def search_folder(self, fold: int, trainer: str | None = None) -> Path:
         trainer = trainer or self.profile.search_trainer
@@ -154,43 +170,56 @@ class Demo(StagedRun):
             stages += [
                 Stage(f"architecture search on fold {fold} ({p.search_trainer})",
                       lambda f=fold: self._train(BRAIN_ID, "3d_fullres", f, p.search_trainer)),
-                Stage(f"export fold {fold}'s genotype as configuration 3d_fullres_scnas_fold{fold} (width {p.width})",
-                      lambda f=fold: _export_plans(BRAIN_ID, str(self.search_folder(f) / "genotype.json"), p.width,
-                                                   f"3d_fullres_scnas_fold{f}"), data=True)]
+                Stage(f"export fold {fold}'s genotype as configuration 3d_fullres_scnas_fold{fold} ({self._width})",
+                      lambda f=fold: self._export(BRAIN_ID, str(self.search_folder(f) / "genotype.json"),
+                                                  f"3d_fullres_scnas_fold{f}"), data=True)]
         for seed in p.random_seeds:
             stages.append(Stage(f"export the random architecture random:{seed} as configuration "
                                 f"3d_fullres_random{seed}",
-                                lambda s=seed: _export_plans(BRAIN_ID, f"random:{s}", p.width, f"3d_fullres_random{s}"),
+                                lambda s=seed: self._export(BRAIN_ID, f"random:{s}", f"3d_fullres_random{s}"),
                                 data=True))
         for variant in p.search_variants:
             stages += [
                 Stage(f"search variant '{variant.title}' on fold {VARIANT_FOLD} ({variant.trainer})",
                       lambda v=variant: self._train(BRAIN_ID, "3d_fullres", VARIANT_FOLD, v.trainer)),
                 Stage(f"export its genotype as configuration 3d_fullres_scnas_{variant.key}",
-                      lambda v=variant: _export_plans(BRAIN_ID, str(self.search_folder(VARIANT_FOLD, v.trainer) /
-                                                                    "genotype.json"), p.width,
-                                                      f"3d_fullres_scnas_{v.key}"), data=True)]
+                      lambda v=variant: self._export(BRAIN_ID, str(self.search_folder(VARIANT_FOLD, v.trainer) /
+                                                                   "genotype.json"), f"3d_fullres_scnas_{v.key}"),
+                      data=True)]
         stages += self._train_stages(BRAIN_ID, "brain-tumour-like", p.folds)
         for variant in p.search_variants:
             stages.append(Stage(f"train the network of search variant '{variant.title}', fold {VARIANT_FOLD}",
                                 lambda v=variant: self._train(BRAIN_ID, f"3d_fullres_scnas_{v.key}", VARIANT_FOLD,
                                                               p.train_trainer)))
         stages.append(Stage("compare on the brain-tumour-like set", lambda: self._compare(BRAIN_ID)))
+        return stages + (self._transfer_stages() if self.transfer else [])
+
+    def _transfer_stages(self) -> list[Stage]:
+        p, raw = self.profile, self.workdir / "nnUNet_raw"
         transfer_genotype = str(self.search_folder(TRANSFER_FOLD) / "genotype.json")
-        stages += [
+        stages = [
             Stage("make CT-like dataset (transfer target)",
                   lambda: _make_dataset("lungnodule", raw, p.lung_cases, p.lung_size, LUNG_ID), data=True),
             self._plan_stage("plan and preprocess the CT-like dataset (nnU-Net)", LUNG_ID),
             Stage(f"transfer: export fold {TRANSFER_FOLD}'s brain-tumour genotype to the CT-like dataset",
-                  lambda: _export_plans(LUNG_ID, transfer_genotype, p.width, "3d_fullres_scnas"), data=True),
+                  lambda: self._export(LUNG_ID, transfer_genotype, "3d_fullres_scnas"), data=True),
         ]
         for seed in p.random_seeds[:1]:
             stages.append(Stage(f"export random:{seed} to the CT-like dataset",
-                                lambda s=seed: _export_plans(LUNG_ID, f"random:{s}", p.width, f"3d_fullres_random{s}"),
+                                lambda s=seed: self._export(LUNG_ID, f"random:{s}", f"3d_fullres_random{s}"),
                                 data=True))
         stages += self._train_stages(LUNG_ID, "CT-like", p.folds)
         stages.append(Stage("compare on the CT-like set", lambda: self._compare(LUNG_ID)))
         return stages
+
+    @property
+    def _width(self) -> str:
+        p = self.profile
+        # "(width auto)" alone: FLOPs, as stage titles (the state file's keys) have always read
+        return f"width {p.width}" + (f", matched by {p.match}" if p.match != "flops" else "")
+
+    def _export(self, dataset_id: int, genotype: str, target: str) -> None:
+        _export_plans(dataset_id, genotype, target, self.profile, self.device)
 
     def _plan_stage(self, title: str, dataset_id: int) -> Stage:
         # two processes for every step: nnU-Net's default of 8 for the fingerprint costs ~15 s of process start-up
@@ -210,19 +239,24 @@ class Demo(StagedRun):
                                                                                 self.profile.train_trainer)))
         return stages
 
+    def contrasts(self, dataset_id: int) -> list:
+        """The search against the best of the random architectures (every method against stock nnU-Net is implied)."""
+        from nnunet_scnas.nnunet.compare.comparison import Contrast
+
+        randoms = tuple(m.name for m in self.methods(dataset_id)[2:])  # after stock nnU-Net and the search
+        return [Contrast("SCNAS", randoms)] if randoms else []
+
     def _compare(self, dataset_id: int) -> None:
-        from nnunet_scnas.nnunet.compare.comparison import Contrast, compare
+        from nnunet_scnas.nnunet.compare.comparison import compare
         from nnunet_scnas.nnunet.compare.report import terminal_summary
 
-        methods = self.methods(dataset_id)
-        randoms = tuple(m.name for m in methods[2:])  # after stock nnU-Net and the search: the random ones
-        contrasts = [Contrast("SCNAS", randoms)] if randoms else []
         output = self.results_folder(dataset_id)
         sections = []
         if dataset_id == BRAIN_ID:
             sections += self._search_sections(output)
         sections += [self._cells_section(dataset_id), self._provenance_section()]
-        comparison = compare(dataset_id, methods, self.profile.folds, output, contrasts, sections)
+        comparison = compare(dataset_id, self.methods(dataset_id), self.profile.folds, output,
+                             self.contrasts(dataset_id), sections)
         print(terminal_summary(comparison), flush=True)
         self._screenshot(comparison.files["html"])
 
@@ -313,10 +347,37 @@ class Demo(StagedRun):
     def _print_summary(self, seconds: float) -> None:
         search_folder = self.search_folder(TRANSFER_FOLD)
         print(f"\nDemo finished in {seconds / 60:.1f} min ({self.profile_name} profile, device {self.device}).")
-        for dataset_id in (BRAIN_ID, LUNG_ID):
+        for dataset_id in self.datasets():
             folder = self.results_folder(dataset_id)
             print(f"  Dataset{dataset_id}: table {folder / 'comparison.md'}, plot {folder / 'comparison.png'}, "
                   f"all on one page {folder / 'report.html'}")
         print(f"  genotype (fold {TRANSFER_FOLD}): {search_folder / 'genotype.json'}")
         print(f"  search plots: {search_folder / 'search_progress.png'}")
         print(f"  cell drawings: {search_folder / 'cells'}")
+        if not self.transfer:
+            print(f"  the transfer to the CT-like set: nnunet-scnas demo{PROFILE_FLAGS[self.profile_name]} --transfer "
+                  f"--workdir {self.workdir} (continues this folder)")
+        print("\n" + "\n".join(self.closing_lines()), flush=True)
+
+    def closing_lines(self) -> list[str]:
+        """What the run showed: each network's cost, the search's own ranking check, a reading of the tables."""
+        from nnunet_scnas.nnunet.compare.comparison import read_comparison
+        from nnunet_scnas.nnunet.compare.reading import cost_lines, reading
+        from nnunet_scnas.nnunet.search.summary import read_search_summary
+
+        lines = []
+        for name, folder in self.searches():
+            s = read_search_summary(folder, name)
+            rank = ("no ranking check" if s.random_genotypes is None else
+                    f"better than {s.ranking} random genotypes of the space inside its own supernet")
+            lines.append(f"Search {name}: {rank}; mean entropy {s.entropy_start:.3f} -> {s.entropy_end:.3f}, "
+                         f"{s.edges_changed_at_end} of 56 edges changed in its last epochs.")
+        for dataset_id in self.datasets():
+            comparison = read_comparison(dataset_id, self.methods(dataset_id), self.profile.folds,
+                                         self.contrasts(dataset_id))
+            folds = ", ".join(map(str, self.profile.folds))
+            lines += [f"{DATASET_NAMES[dataset_id]}, fold{'s' if len(self.profile.folds) > 1 else ''} {folds}: "
+                      f"cost of training each network (memory estimated at the plan's batch; seconds measured "
+                      f"here):", *(f"  {line}" for line in cost_lines(comparison)),
+                      f"  Reading: {reading(comparison)}"]
+        return lines

@@ -126,6 +126,17 @@ def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, ou
     `contrasts` (`Contrast`s) are tested besides every method against the first; `extra_sections`
     (`html_report.Section`s) end report.html.
 
+    Raises UserError when nothing can be compared (see `read_comparison`).
+    """
+    comparison = read_comparison(dataset, methods, folds, contrasts)
+    folder = Path(output_dir) if output_dir else dataset_results_folder(dataset) / OUTPUT_FOLDER_NAME
+    comparison.files = write_report(comparison, folder, extra_sections)
+    return comparison
+
+
+def read_comparison(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, contrasts=()) -> Comparison:
+    """The numbers of `compare`, nothing written.
+
     Raises UserError when nothing can be compared (no results, an unknown trainer or configuration, a method
     without any of the folds, a contrast naming an unknown method).
     """
@@ -149,10 +160,7 @@ def compare(dataset: str | int, methods=DEFAULT_METHODS, folds=DEFAULT_FOLDS, ou
             raise UserError(
                 f"nothing to compare: {method.method.name} ({method.folder}) has none of folds "
                 f"{', '.join(map(str, folds))} ({method.missing_text})")
-    comparison = summarize(dataset_folder.name, folds, trained, contrasts)
-    comparison.files = write_report(comparison, Path(output_dir) if output_dir else dataset_folder / OUTPUT_FOLDER_NAME,
-                                    extra_sections)
-    return comparison
+    return summarize(dataset_folder.name, folds, trained, contrasts)
 
 
 def summarize(dataset: str, folds: tuple[int, ...], methods: list[TrainedMethod], contrasts=()) -> Comparison:

@@ -17,6 +17,7 @@ class SearchSettings:
     weight_betas = (0.1, 0.001)  # as printed in the paper
     arch_lr = 3e-3
     arch_betas = (0.5, 0.999)
+    arch_lr_poly = False  # True: the architecture lr decays over the epochs that train it (`TemperatureSchedule`)
     plateau_patience = 20  # epochs without a lower training loss before the weight LR is multiplied by 0.1
     plateau_factor = 0.1
     tau_start = TAU_START

@@ -17,6 +17,8 @@ from nnunet_scnas.genotype import SEARCH_SPACE_ID
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import tau_schedule
 
+POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
+
 
 def seed_from(*key: int) -> int:
     """A 32-bit seed that is a pure function of `key` (non-negative ints), well mixed: neighbouring keys
@@ -103,16 +105,29 @@ class TemperatureSchedule:
 
     With a weights-only warm-up of `hold_epochs` epochs (`search/cost.py`), tau stays at `tau_start` through it
     (every op sampled evenly while only the weights train) and anneals over the epochs that train the
-    architecture; `hold_epochs` 0 is the schedule of `tau_schedule` itself. The learning rates follow the loss
-    instead (`PlateauSchedule`, stepped at the end of an epoch).
+    architecture; `hold_epochs` 0 is the schedule of `tau_schedule` itself. The weight lr follows the loss instead
+    (`PlateauSchedule`, stepped at the end of an epoch). With `arch_lr_poly`, the architecture lr follows nnU-Net's
+    poly schedule over the epochs that train the architecture, `arch_lr * (1 - k / K) ** 0.9` in the k-th of K:
+    early steps decide, late ones only refine, so near-ties stop flipping in the last epochs. A function of the
+    epoch alone, like tau, so `--c` resumes it without saving anything.
     """
 
-    def __init__(self, network, num_epochs: int, tau_start: float, tau_end: float, hold_epochs: int = 0):
+    def __init__(self, network, num_epochs: int, tau_start: float, tau_end: float, hold_epochs: int = 0,
+                 architecture_optimizer: torch.optim.Optimizer | None = None, arch_lr_poly: bool = False):
         if not 0 <= hold_epochs < num_epochs:
             raise ValueError(f"tau can be held for 0 to {num_epochs - 1} of {num_epochs} epochs, got {hold_epochs}")
+        if arch_lr_poly and architecture_optimizer is None:
+            raise ValueError("arch_lr_poly needs the architecture optimizer")
         self.network, self.num_epochs, self.tau_start, self.tau_end = network, num_epochs, tau_start, tau_end
         self.hold_epochs = hold_epochs
+        self.architecture_optimizer = architecture_optimizer if arch_lr_poly else None
+        if self.architecture_optimizer is not None:
+            self.initial_arch_lrs = [group["lr"] for group in self.architecture_optimizer.param_groups]
 
     def step(self, epoch: int) -> None:
-        self.network.tau = tau_schedule(epoch - self.hold_epochs, self.num_epochs - self.hold_epochs, self.tau_start,
-                                        self.tau_end)
+        architecture_epochs = self.num_epochs - self.hold_epochs
+        self.network.tau = tau_schedule(epoch - self.hold_epochs, architecture_epochs, self.tau_start, self.tau_end)
+        if self.architecture_optimizer is not None:
+            done = min(max(epoch - self.hold_epochs, 0), architecture_epochs - 1)
+            for group, initial in zip(self.architecture_optimizer.param_groups, self.initial_arch_lrs):
+                group["lr"] = initial * (1 - done / architecture_epochs) ** POLY_EXPONENT
