@@ -418,7 +418,7 @@ def test_closing_lines_name_each_networks_cost_and_read_only_what_the_cases_supp
     averages = {m.method.name: comparison.dice[m.method.name, AVERAGE].mean for m in comparison.methods}
     best = max(averages, key=averages.get)
     text = reading(comparison)
-    assert text.startswith(f"average Dice (%) {best} {averages[best]:.1f}") and "verdicts" in text  # 12 cases
+    assert text.startswith(f"average Dice (%) {best} {100 * averages[best]:.1f}") and "verdicts" in text  # 12 cases
     one_fold = compare(DATASET, folds=(0,), output_dir=tmp_path)  # 4 cases: nothing can be tested
     assert "with 4 validation cases no difference can be tested: a demonstration that every network learns" \
         in reading(one_fold)

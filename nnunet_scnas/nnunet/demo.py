@@ -363,13 +363,15 @@ class Demo(StagedRun):
         """What the run showed: each network's cost, the search's own ranking check, a reading of the tables."""
         from nnunet_scnas.nnunet.compare.comparison import read_comparison
         from nnunet_scnas.nnunet.compare.reading import cost_lines, reading
+        from nnunet_scnas.nnunet.search.ranking import passed
         from nnunet_scnas.nnunet.search.summary import read_search_summary
 
         lines = []
         for name, folder in self.searches():
             s = read_search_summary(folder, name)
-            rank = ("no ranking check" if s.random_genotypes is None else
-                    f"better than {s.ranking} random genotypes of the space inside its own supernet")
+            rank = "no ranking check" if s.random_genotypes is None else (
+                f"better than {s.better_than} of {s.random_genotypes} random genotypes of the space inside its own "
+                f"supernet (ranking check {'passed' if passed(s.better_than, s.random_genotypes) else 'FAILED'})")
             lines.append(f"Search {name}: {rank}; mean entropy {s.entropy_start:.3f} -> {s.entropy_end:.3f}, "
                          f"{s.edges_changed_at_end} of 56 edges changed in its last epochs.")
         for dataset_id in self.datasets():
@@ -377,7 +379,7 @@ class Demo(StagedRun):
                                          self.contrasts(dataset_id))
             folds = ", ".join(map(str, self.profile.folds))
             lines += [f"{DATASET_NAMES[dataset_id]}, fold{'s' if len(self.profile.folds) > 1 else ''} {folds}: "
-                      f"cost of training each network (memory estimated at the plan's batch; seconds measured "
-                      f"here):", *(f"  {line}" for line in cost_lines(comparison)),
+                      f"cost of training each network (seconds measured here; memory: the estimate for a GPU "
+                      f"step at the plan's batch):", *(f"  {line}" for line in cost_lines(comparison)),
                       f"  Reading: {reading(comparison)}"]
         return lines

@@ -22,7 +22,7 @@ def reading(comparison: Comparison) -> str:
     validation cases are enough to rank the methods at all."""
     averages = sorted(((comparison.dice[m.method.name, AVERAGE].mean, m.method.name) for m in comparison.methods
                        if comparison.dice[m.method.name, AVERAGE].mean is not None), reverse=True)
-    order = ", ".join(f"{name} {value:.1f}" for value, name in averages)
+    order = ", ".join(f"{name} {100 * value:.1f}" for value, name in averages)  # Dice is stored as a fraction
     missed = [f"{method.method.name} found no {name}" for method in comparison.methods
               for key, name in comparison.labels.items()
               if key != AVERAGE and comparison.dice[method.method.name, key].mean == 0]
