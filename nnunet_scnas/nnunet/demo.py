@@ -8,8 +8,9 @@ nnU-Net's validation -> comparison (tables, paired tests, verdicts, report.html)
 genotype exported for the CT-like set (`3d_fullres_scnas`), trained and compared there beside stock nnU-Net and a
 random architecture.
 Profiles: `quick` (tests: minutes, numbers mean nothing), `default` (fold 0, the cost-aware search, one random
-architecture, every network at stock nnU-Net's training memory; under 20 minutes on 2 cores, the transfer only with
-`--transfer`) and `full` (the benchmark: 5 folds, two random architectures, two search variants on fold 0; hours).
+architecture, every network at stock nnU-Net's training memory; 24 minutes on 2 cores on 2026-12-07, README;
+the transfer only with `--transfer`) and `full` (the benchmark: 5 folds, two random architectures, two search
+variants on fold 0; hours).
 
 The working folder holds nnU-Net's three folders and `demo_state.json`: a re-run with the same settings
 skips the finished stages (and resumes an interrupted training with `--c`); other settings are refused
@@ -60,8 +61,8 @@ class DemoProfile:
 PROFILE_FLAGS = {"default": "", "quick": " --quick", "full": " --full"}
 PROFILES = {
     # fewer, longer trainings (288 iterations: at 72 stock nnU-Net learned the smaller tumour labels in some runs
-    # only), each network at stock nnU-Net's training memory (cheaper per step than at its FLOPs), the transfer
-    # separate: under 20 minutes on 2 cores
+    # only, at 192 it missed one in fold 0), each network at stock nnU-Net's training memory (cheaper per step than
+    # at its FLOPs), the transfer separate
     "default": DemoProfile("nnUNetTrainerSCNASSearch_cpuCost", "nnUNetTrainerCPUBenchmark", (0,), 20, 10, None, None,
                            "auto", match="memory", random_seeds=(0,), transfer=False),
     # the whole chain with the least work: 7 cases (5 to train on in fold 0, the search's minimum), the
