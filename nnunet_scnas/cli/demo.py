@@ -13,7 +13,7 @@ def add_arguments(parser):
                            "variants on fold 0, the transfer on 5 folds; a few hours on 2 CPU cores, resumable")
     parser.add_argument("--transfer", action="store_true",
                         help="also the transfer: fold 0's genotype trained on the CT-like set beside stock nnU-Net "
-                             "and a random architecture (about 12 more minutes; in a finished demo's folder it adds "
+                             "and a random architecture (20 more minutes on 2 CPU cores; in a finished demo's folder it adds "
                              "only these stages; --quick and --full always include it)")
     parser.add_argument("--workdir", default=None,
                         help="folder for nnU-Net's raw/preprocessed/results folders of the demo "

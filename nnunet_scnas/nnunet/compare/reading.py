@@ -29,7 +29,8 @@ def reading(comparison: Comparison) -> str:
     pairs = max((comparison.paired[c.method, c.reference, AVERAGE].n_pairs for c in comparison.contrasts), default=0)
     if pairs < MIN_PAIRS:
         learns = "" if missed else " that every network learns every label"
-        verdict = f"with {pairs} validation cases no difference can be tested: a demonstration{learns}, not a ranking"
+        cases = f"{pairs} validation case{'' if pairs == 1 else 's'}"
+        verdict = f"with {cases} no difference can be tested: a demonstration{learns}, not a ranking"
     else:
         verdict = "the verdicts above say which differences the paired tests support"
     return f"average Dice (%) {order}; " + ("; ".join(missed) + "; " if missed else "") + verdict + "."
