@@ -11,13 +11,12 @@ import random
 
 import numpy as np
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from nnunet_scnas.cell import CELL_LAYOUT
 from nnunet_scnas.genotype import SEARCH_SPACE_ID
 from nnunet_scnas.nnunet.training.plateau import PlateauSchedule
 from nnunet_scnas.sampler import tau_schedule
-
-POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
 
 
 def seed_from(*key: int) -> int:
@@ -120,14 +119,12 @@ class TemperatureSchedule:
             raise ValueError("arch_lr_poly needs the architecture optimizer")
         self.network, self.num_epochs, self.tau_start, self.tau_end = network, num_epochs, tau_start, tau_end
         self.hold_epochs = hold_epochs
-        self.architecture_optimizer = architecture_optimizer if arch_lr_poly else None
-        if self.architecture_optimizer is not None:
-            self.initial_arch_lrs = [group["lr"] for group in self.architecture_optimizer.param_groups]
+        self.arch_lr_schedule = PolyLRScheduler(
+            architecture_optimizer, architecture_optimizer.param_groups[0]["lr"], num_epochs - hold_epochs) \
+            if arch_lr_poly else None
 
     def step(self, epoch: int) -> None:
         architecture_epochs = self.num_epochs - self.hold_epochs
         self.network.tau = tau_schedule(epoch - self.hold_epochs, architecture_epochs, self.tau_start, self.tau_end)
-        if self.architecture_optimizer is not None:
-            done = min(max(epoch - self.hold_epochs, 0), architecture_epochs - 1)
-            for group, initial in zip(self.architecture_optimizer.param_groups, self.initial_arch_lrs):
-                group["lr"] = initial * (1 - done / architecture_epochs) ** POLY_EXPONENT
+        if self.arch_lr_schedule is not None:
+            self.arch_lr_schedule.step(min(max(epoch - self.hold_epochs, 0), architecture_epochs - 1))
